@@ -1,0 +1,169 @@
+"""The ``nnunet_dsmm`` command line: ``check``, ``synth``, ``convert-brats``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tqdm import tqdm
+
+from nnunet_dsmm.modalities import channel_names
+from nnunet_dsmm.raw_data import MISSING_AS, RawDataError, combination_counts, num_channels, read_case, scan_cases
+
+
+def _raw_folder(args) -> str:
+    if args.raw:
+        return args.raw
+    if args.d is None:
+        raise SystemExit("nnunet_dsmm check: give -d DATASET_ID (with nnUNet_raw set) or --raw FOLDER")
+    from nnunetv2.paths import nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    if nnUNet_raw is None:
+        raise SystemExit("nnunet_dsmm check: the environment variable nnUNet_raw is not set")
+    return os.path.join(nnUNet_raw, maybe_convert_to_dataset_name(args.d))
+
+
+def check_dataset(folder: str, show_progress: bool = True) -> dict:
+    """Availability of every channel of every case, combination counts, FM ratio and all errors."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+
+    with open(os.path.join(folder, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    channels = num_channels(dataset_json)
+    report = {"dataset": folder, "channels": channel_names(dataset_json), "splits": {}, "errors": []}
+    for split, labels in (("imagesTr", "labelsTr"), ("imagesTs", None)):
+        images_dir = os.path.join(folder, split)
+        if not os.path.isdir(images_dir):
+            continue
+        cases, problems = scan_cases(images_dir, os.path.join(folder, labels) if labels else None, dataset_json)
+        report["errors"] += problems
+        availability = {}
+        for case in tqdm(cases, desc=f"Reading {split}", disable=not show_progress):
+            if not case.images or (labels and case.label is None):
+                continue
+            try:
+                rw = determine_reader_writer_from_dataset_json(dataset_json, next(iter(case.images.values())))
+                availability[case.name] = [bool(a) for a in read_case(case, channels, rw)[3]]
+            except RawDataError as e:
+                report["errors"].append(str(e))
+        counts = combination_counts(availability.values())
+        full = counts.get((True,) * channels, 0)
+        report["splits"][split] = {
+            "cases": availability,
+            "combinations": [{"available": list(k), "count": v} for k, v in counts.items()],
+            "full_modal_ratio": full / len(availability) if availability else 0.0,
+        }
+    return report
+
+
+def _print_report(report: dict) -> None:
+    names = report["channels"]
+    print(f"Dataset {report['dataset']}: {len(names)} channels ({', '.join(names)})")
+    for split, info in report["splits"].items():
+        cases = info["cases"]
+        print(f"\n{split}: {len(cases)} readable cases")
+        width = max([len(c) for c in cases] + [4])
+        print("  " + "case".ljust(width) + "  " + "  ".join(names))
+        for case, available in cases.items():
+            marks = "  ".join(("●" if a else "○").center(len(n)) for a, n in zip(available, names))
+            print("  " + case.ljust(width) + "  " + marks)
+        print("  channel combinations:")
+        for entry in info["combinations"]:
+            code = "".join("●" if a else "○" for a in entry["available"])
+            present = "+".join(n for n, a in zip(names, entry["available"]) if a)
+            print(f"    {code}  {present:<30} {entry['count']}")
+        print(f"  full-modal (FM) ratio: {100 * info['full_modal_ratio']:.1f}%")
+    if report["errors"]:
+        print(f"\n{len(report['errors'])} error(s):")
+        for error in report["errors"]:
+            print("  " + error)
+    else:
+        print("\nNo errors.")
+
+
+def _cmd_check(args) -> int:
+    report = check_dataset(_raw_folder(args), show_progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_report(report)
+    return 1 if report["errors"] else 0
+
+
+def _cmd_synth(args) -> int:
+    from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
+
+    if os.path.exists(os.path.join(args.output, "dataset.json")):
+        raise SystemExit(f"nnunet_dsmm synth: {args.output} already holds a dataset; choose an empty folder")
+    config = SynthConfig(shape=tuple(args.shape), num_train=args.num_train, num_test=args.num_test,
+                         fm_ratio=args.fm_ratio, seed=args.seed, missing_as=args.missing_as)
+    manifest = write_synthetic_dataset(args.output, config, name=args.name)
+    full = sum(1 for d in manifest["dropped"].values() if not d)
+    print(f"Wrote {args.num_train} training cases ({full} full-modal) and {args.num_test} test cases to "
+          f"{args.output}")
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    from nnunet_dsmm.brats import convert_brats
+
+    manifest = convert_brats(args.input, args.output, args.fm_ratio, args.seed, args.split, args.missing_as,
+                             args.name)
+    print(f"Converted {len(manifest['dropped'])} training cases and {len(manifest['split']['test'])} test cases "
+          f"to {args.output}; manifest: {os.path.join(args.output, 'missing_manifest.json')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunet_dsmm", description="nnU-Net v2 plugin for dual-stage missing "
+                                     "MRI modalities: dataset tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="report channel availability and every input error; writes nothing")
+    check.add_argument("-d", help="dataset ID or name in nnUNet_raw")
+    check.add_argument("--raw", help="path to a raw dataset folder instead of -d")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+    check.set_defaults(func=_cmd_check)
+
+    def add_missing_options(p):
+        p.add_argument("--fm-ratio", type=float, default=0.1,
+                       help="share of training cases that keep every modality; each other case loses 1 to 3 "
+                            "(default 0.1)")
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument("--missing-as", choices=MISSING_AS, default="absent",
+                       help="write a dropped modality as an absent file, an all-zero file, or either at random")
+        p.add_argument("--name", help="dataset name written to dataset.json")
+
+    synth = sub.add_parser("synth", help="write a synthetic BraTS-like dataset in nnU-Net raw format")
+    synth.add_argument("-o", "--output", required=True, help="raw dataset folder, e.g. $nnUNet_raw/Dataset501_Synth")
+    synth.add_argument("--num-train", type=int, default=20, help="training cases (default 20)")
+    synth.add_argument("--num-test", type=int, default=6, help="test cases, all modalities kept (default 6)")
+    synth.add_argument("--shape", type=int, nargs=3, default=[48, 48, 48], metavar=("X", "Y", "Z"),
+                       help="volume size in voxels (default 48 48 48)")
+    add_missing_options(synth)
+    synth.set_defaults(func=_cmd_synth, name="SyntheticBraTS")
+
+    convert = sub.add_parser("convert-brats", help="convert BraTS 2018/2020/2021 folders to nnU-Net raw format")
+    convert.add_argument("-i", "--input", required=True, help="folder holding the BraTS case folders")
+    convert.add_argument("-o", "--output", required=True, help="raw dataset folder to create")
+    convert.add_argument("--split", help='JSON {"train": [...], "val": [...], "test": [...]} of case names')
+    add_missing_options(convert)
+    convert.set_defaults(func=_cmd_convert, name="BraTS")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RawDataError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

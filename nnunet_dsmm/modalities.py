@@ -1,0 +1,56 @@
+"""Modality sets: channel names, the 2^M - 1 combinations, their prompts, and the paper's
+rule for simulating missing modalities in a training set."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+PROMPT_TEMPLATE = "The input MRI modalities are {}."
+
+
+def channel_names(dataset_json: dict) -> list[str]:
+    """Channel names in channel-index order, from dataset.json's ``channel_names``."""
+    names = dataset_json.get("channel_names", dataset_json.get("modality"))
+    return [names[str(i)] for i in range(len(names))]
+
+
+def all_combinations(num_channels: int) -> list[tuple[bool, ...]]:
+    """Every non-empty availability code, fewest channels first (2^M - 1 of them)."""
+    codes = [code for code in itertools.product((False, True), repeat=num_channels) if any(code)]
+    return sorted(codes, key=lambda code: (sum(code), [not c for c in code]))
+
+
+def combination_name(code: Sequence[bool], names: Sequence[str]) -> str:
+    """Short name of a combination, e.g. ``FLAIR+T1ce``."""
+    return "+".join(name for name, present in zip(names, code) if present)
+
+
+def prompt(code: Sequence[bool], names: Sequence[str]) -> str:
+    """The textual prompt of Eq. 6 for one availability code."""
+    present = [name for name, on in zip(names, code) if on]
+    if not present:
+        raise ValueError("a prompt needs at least one available modality")
+    listed = present[0] if len(present) == 1 else ", ".join(present[:-1]) + " and " + present[-1]
+    return PROMPT_TEMPLATE.format(listed)
+
+
+def simulate_missing(case_names: Sequence[str], num_channels: int, fm_ratio: float,
+                     rng: np.random.Generator) -> dict[str, list[int]]:
+    """The paper's rule: a share ``fm_ratio`` of the cases keeps every modality, each other case
+    loses 1 to 3 modalities (at most M - 1) chosen at random. Returns the dropped channel indices."""
+    if not 0.0 <= fm_ratio <= 1.0:
+        raise ValueError(f"fm_ratio must lie in [0, 1], got {fm_ratio}")
+    order = rng.permutation(len(case_names))
+    num_full = int(round(fm_ratio * len(case_names)))
+    max_drop = min(3, num_channels - 1)
+    dropped: dict[str, list[int]] = {}
+    for rank, index in enumerate(order):
+        if rank < num_full or max_drop < 1:
+            dropped[case_names[index]] = []
+        else:
+            k = int(rng.integers(1, max_drop + 1))
+            dropped[case_names[index]] = sorted(int(c) for c in rng.choice(num_channels, k, replace=False))
+    return {name: dropped[name] for name in case_names}

@@ -1,0 +1,220 @@
+"""Cases in nnU-Net raw format whose channels may be absent or all zero ("missing").
+
+nnU-Net lists a case's images as whatever ``CASE_XXXX<ending>`` files exist, so a missing
+file shifts every later channel. Here every file goes to the channel index of its suffix,
+absent or all-zero channels become zeros, and bad input raises ``RawDataError`` naming the
+case and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class RawDataError(ValueError):
+    """Bad input in a raw dataset; the message names the case and the file."""
+
+
+def raw_error(case: str, path: str | None, problem: str) -> RawDataError:
+    where = f"case '{case}'" + (f", file '{path}'" if path else "")
+    return RawDataError(f"nnunet-dsmm: {where}: {problem}")
+
+
+@dataclass
+class RawCase:
+    """The files of one case: channel index -> image path, and the label (None at prediction)."""
+
+    name: str
+    images: dict[int, str] = field(default_factory=dict)
+    label: str | None = None
+
+
+def num_channels(dataset_json: dict) -> int:
+    return len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+
+
+def _file_pattern(file_ending: str) -> re.Pattern:
+    return re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending) + "$")
+
+
+def case_from_files(image_files: Sequence[str], label_file: str | None, dataset_json: dict) -> RawCase:
+    """Group the image files nnU-Net lists for one case by channel index, checking each index."""
+    pattern = _file_pattern(dataset_json["file_ending"])
+    n = num_channels(dataset_json)
+    name = None
+    case = RawCase(name="?", label=label_file)
+    for path in image_files:
+        match = pattern.match(os.path.basename(path))
+        if match is None:
+            raise raw_error(name or "?", path, f"name does not end in _XXXX{dataset_json['file_ending']}")
+        name = match["case"]
+        case.name = name
+        channel = int(match["channel"])
+        if channel >= n:
+            raise raw_error(name, path, f"channel index {channel:04d} is not declared in dataset.json, "
+                                        f"which has {n} channels (_0000 to _{n - 1:04d})")
+        case.images[channel] = path
+    if not case.images:
+        if label_file is None:
+            raise RawDataError("nnunet-dsmm: a case was given without any image file")
+        case.name = os.path.basename(label_file)[: -len(dataset_json["file_ending"])]
+        raise raw_error(case.name, label_file, "the case has no channel file at all")
+    return case
+
+
+def scan_cases(images_dir: str, labels_dir: str | None, dataset_json: dict) -> tuple[list[RawCase], list[str]]:
+    """All cases of an images folder (and its labels folder, for training data), checked by name.
+
+    Returns the cases and every problem found: undeclared channel indices, training cases
+    without a label, labels or cases without any channel file.
+    """
+    ending = dataset_json["file_ending"]
+    pattern = _file_pattern(ending)
+    n = num_channels(dataset_json)
+    cases: dict[str, RawCase] = {}
+    problems: list[str] = []
+    for file in sorted(os.listdir(images_dir)):
+        if not file.endswith(ending):
+            continue
+        path = os.path.join(images_dir, file)
+        match = pattern.match(file)
+        if match is None:
+            problems.append(str(raw_error(file[: -len(ending)], path, "name does not end in _XXXX" + ending)))
+            continue
+        case = cases.setdefault(match["case"], RawCase(match["case"]))
+        channel = int(match["channel"])
+        if channel >= n:
+            problems.append(str(raw_error(case.name, path, f"channel index {channel:04d} is not declared in "
+                                                           f"dataset.json, which has {n} channels")))
+        else:
+            case.images[channel] = path
+    if labels_dir is not None:
+        labels = {f[: -len(ending)]: os.path.join(labels_dir, f)
+                  for f in sorted(os.listdir(labels_dir)) if f.endswith(ending)} if os.path.isdir(labels_dir) else {}
+        for name, case in cases.items():
+            case.label = labels.get(name)
+            if case.label is None:
+                problems.append(str(raw_error(name, os.path.join(labels_dir, name + ending),
+                                              "training case has no label file")))
+        for name, label in labels.items():
+            if name not in cases:
+                problems.append(str(raw_error(name, label, "label exists but the case has no channel file at all")))
+    for case in cases.values():
+        if not case.images:
+            problems.append(str(raw_error(case.name, None, "the case has no channel file at all")))
+    return list(cases.values()), problems
+
+
+def list_cases(images_dir: str, labels_dir: str | None, dataset_json: dict) -> list[RawCase]:
+    """Like ``scan_cases`` but raises one ``RawDataError`` listing every problem."""
+    cases, problems = scan_cases(images_dir, labels_dir, dataset_json)
+    if problems:
+        raise RawDataError("\n".join(problems))
+    return cases
+
+
+def training_cases(raw_dataset_folder: str, dataset_json: dict) -> list[RawCase]:
+    return list_cases(os.path.join(raw_dataset_folder, "imagesTr"),
+                      os.path.join(raw_dataset_folder, "labelsTr"), dataset_json)
+
+
+def _geometry_mismatch(reference: dict, other: dict, prefix: str = "") -> str | None:
+    """Name of the first geometry entry (spacing, origin, direction, affine...) that differs."""
+    for key, value in reference.items():
+        if key not in other:
+            continue
+        if isinstance(value, dict):
+            found = _geometry_mismatch(value, other[key], prefix + key + ".")
+            if found:
+                return found
+            continue
+        a, b = np.asarray(value, dtype=float), np.asarray(other[key], dtype=float)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-4):
+            return f"{prefix}{key} {tuple(np.round(b, 5).ravel().tolist())} differs from " \
+                   f"{tuple(np.round(a, 5).ravel().tolist())}"
+    return None
+
+
+def read_case(case: RawCase, channels: int, reader_writer_class) -> tuple[np.ndarray, np.ndarray | None, dict,
+                                                                            np.ndarray]:
+    """Read one case with every channel at its index.
+
+    Returns ``(data, seg, properties, available)``: data (C, X, Y, Z) float32 with zeros for
+    missing channels, the label (1, X, Y, Z) or None, nnU-Net's image properties, and one bool
+    per channel (False where the file is absent or all zero).
+    """
+    rw = reader_writer_class()
+    reference_path, reference_shape, properties = None, None, None
+    data = None
+    available = np.zeros(channels, dtype=bool)
+    for channel, path in sorted(case.images.items()):
+        image, props = rw.read_images([path])
+        if not np.all(np.isfinite(image)):
+            bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+            raise raw_error(case.name, path, f"{bad} voxels are NaN or infinite")
+        if data is None:
+            reference_path, reference_shape, properties = path, image.shape[1:], props
+            data = np.zeros((channels, *reference_shape), dtype=np.float32)
+        elif image.shape[1:] != reference_shape:
+            raise raw_error(case.name, path, f"size {image.shape[1:]} differs from {reference_shape} "
+                                             f"of {os.path.basename(reference_path)}")
+        else:
+            mismatch = _geometry_mismatch(properties, props)
+            if mismatch:
+                raise raw_error(case.name, path, f"{mismatch} of {os.path.basename(reference_path)}")
+        data[channel] = image[0]
+        available[channel] = bool(np.any(image))
+    if not available.any():
+        raise raw_error(case.name, reference_path, "every channel is all zero: the case has no modality at all")
+    seg = None
+    if case.label is not None:
+        seg, seg_props = rw.read_seg(case.label)
+        if seg.shape[1:] != reference_shape:
+            raise raw_error(case.name, case.label, f"label size {seg.shape[1:]} differs from image size "
+                                                   f"{reference_shape}")
+        mismatch = _geometry_mismatch(properties, seg_props)
+        if mismatch:
+            raise raw_error(case.name, case.label, f"label {mismatch} of {os.path.basename(reference_path)}")
+        if not np.all(np.isfinite(seg)):
+            raise raw_error(case.name, case.label, "label contains NaN or infinite values")
+    return data, seg, properties, available
+
+
+def combination_counts(availability: Iterable[Sequence[bool]]) -> dict[tuple[bool, ...], int]:
+    """How many cases have each channel combination."""
+    counts: dict[tuple[bool, ...], int] = {}
+    for available in availability:
+        key = tuple(bool(a) for a in available)
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+MISSING_AS = ("absent", "zero", "mixed")
+
+
+def write_raw_case(images_dir: str, case: str, channels: Sequence, reference, dropped: Sequence[int],
+                   missing_as: str, file_ending: str, rng: np.random.Generator) -> dict[int, str]:
+    """Write one case's channels (SimpleITK images or arrays in ``reference``'s geometry) as
+    ``CASE_XXXX<ending>``; a dropped channel is left out (``absent``), written all zero
+    (``zero``), or either at random (``mixed``). Returns how each dropped channel was written."""
+    import SimpleITK as sitk
+
+    how: dict[int, str] = {}
+    for index, channel in enumerate(channels):
+        path = os.path.join(images_dir, f"{case}_{index:04d}{file_ending}")
+        if index in dropped:
+            mode = missing_as if missing_as != "mixed" else ("absent", "zero")[int(rng.integers(2))]
+            how[index] = mode
+            if mode == "absent":
+                continue
+            channel = np.zeros(sitk.GetArrayViewFromImage(reference).shape, dtype=np.float32)
+        image = channel if isinstance(channel, sitk.Image) else sitk.GetImageFromArray(np.asarray(channel))
+        if not isinstance(channel, sitk.Image):
+            image.CopyInformation(reference)
+        sitk.WriteImage(image, path, useCompression=True)
+    return how

@@ -1,0 +1,1 @@
+"""nnU-Net planning classes for datasets with missing modalities (found by name via discovery)."""

@@ -1,0 +1,1 @@
+"""nnU-Net trainers of the three stages (found by name via discovery)."""
