@@ -10,7 +10,14 @@ import sys
 from tqdm import tqdm
 
 from nnunet_dsmm.modalities import channel_names
-from nnunet_dsmm.raw_data import MISSING_AS, RawDataError, combination_counts, num_channels, read_case, scan_cases
+from nnunet_dsmm.raw_data import (
+    MISSING_AS,
+    RawDataError,
+    combination_counts,
+    num_channels,
+    read_case,
+    scan_cases,
+)
 
 
 def _raw_folder(args) -> str:

@@ -140,6 +140,20 @@ def _geometry_mismatch(reference: dict, other: dict, prefix: str = "") -> str | 
     return None
 
 
+def count_nonfinite(path: str, image: np.ndarray) -> int:
+    """NaN/inf voxels of a channel. ITK's NIfTI reader silently turns them into 0, so float
+    NIfTI files are checked on their stored values (nibabel) rather than on what ITK returns."""
+    count = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+    if count == 0 and path.endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        stored = nibabel.load(path)
+        if stored.header.get_data_dtype().kind == "f":
+            values = np.asanyarray(stored.dataobj)
+            count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    return count
+
+
 def read_case(case: RawCase, channels: int, reader_writer_class) -> tuple[np.ndarray, np.ndarray | None, dict,
                                                                             np.ndarray]:
     """Read one case with every channel at its index.
@@ -154,8 +168,8 @@ def read_case(case: RawCase, channels: int, reader_writer_class) -> tuple[np.nda
     available = np.zeros(channels, dtype=bool)
     for channel, path in sorted(case.images.items()):
         image, props = rw.read_images([path])
-        if not np.all(np.isfinite(image)):
-            bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        bad = count_nonfinite(path, image)
+        if bad:
             raise raw_error(case.name, path, f"{bad} voxels are NaN or infinite")
         if data is None:
             reference_path, reference_shape, properties = path, image.shape[1:], props
@@ -180,7 +194,7 @@ def read_case(case: RawCase, channels: int, reader_writer_class) -> tuple[np.nda
         mismatch = _geometry_mismatch(properties, seg_props)
         if mismatch:
             raise raw_error(case.name, case.label, f"label {mismatch} of {os.path.basename(reference_path)}")
-        if not np.all(np.isfinite(seg)):
+        if count_nonfinite(case.label, seg):
             raise raw_error(case.name, case.label, "label contains NaN or infinite values")
     return data, seg, properties, available
 

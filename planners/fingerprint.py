@@ -7,7 +7,13 @@ import multiprocessing
 import os
 
 import numpy as np
-from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, maybe_mkdir_p, save_json
+from batchgenerators.utilities.file_and_folder_operations import (
+    isfile,
+    join,
+    load_json,
+    maybe_mkdir_p,
+    save_json,
+)
 from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 from nnunetv2.paths import nnUNet_preprocessed

@@ -1,0 +1,46 @@
+"""Shared helpers: small synthetic datasets and running the stock nnU-Net commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
+
+BIN = Path(sys.executable).parent
+
+
+def nnunet_env(root: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
+               nnUNet_results=str(root / "results"), nnUNet_n_proc_DA="1", **extra)
+    return env
+
+
+def run_cmd(args: list[str], env: dict[str, str], check: bool = True, timeout: int = 900):
+    """Run a console script of this environment (e.g. ``nnUNetv2_train``) as a subprocess."""
+    result = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-5000:]}")
+    return result
+
+
+def make_dataset(root: Path, dataset_id: int, **config) -> tuple[Path, dict]:
+    """A synthetic dataset ``Dataset<ID>_Synth`` under ``root/raw``; returns its folder and manifest."""
+    folder = root / "raw" / f"Dataset{dataset_id:03d}_Synth"
+    defaults = dict(shape=(32, 32, 32), num_train=6, num_test=2, fm_ratio=0.0, seed=dataset_id,
+                    missing_as="mixed")
+    defaults.update(config)
+    manifest = write_synthetic_dataset(str(folder), SynthConfig(**defaults))
+    return folder, manifest
+
+
+@pytest.fixture
+def tmp_root(tmp_path: Path) -> Path:
+    return tmp_path
