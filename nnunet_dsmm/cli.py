@@ -48,11 +48,12 @@ def check_dataset(folder: str, show_progress: bool = True) -> dict:
         cases, problems = scan_cases(images_dir, os.path.join(folder, labels) if labels else None, dataset_json)
         report["errors"] += problems
         availability = {}
-        for case in tqdm(cases, desc=f"Reading {split}", disable=not show_progress):
-            if not case.images or (labels and case.label is None):
-                continue
+        readable = [c for c in cases if c.images and not (labels and c.label is None)]
+        if readable:
+            rw = determine_reader_writer_from_dataset_json(dataset_json, next(iter(readable[0].images.values())),
+                                                           verbose=False)
+        for case in tqdm(readable, desc=f"Reading {split}", disable=not show_progress):
             try:
-                rw = determine_reader_writer_from_dataset_json(dataset_json, next(iter(case.images.values())))
                 availability[case.name] = [bool(a) for a in read_case(case, channels, rw)[3]]
             except RawDataError as e:
                 report["errors"].append(str(e))

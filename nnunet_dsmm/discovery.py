@@ -16,16 +16,14 @@ back to nnU-Net's own search.
 from __future__ import annotations
 
 import sys
-from typing import Any
-
 LOOKUP_MODULE = "nnunetv2.utilities.find_class_by_name"
 LOOKUP_FUNCTION = "recursive_find_python_class"
 ENTRY_POINT_GROUP = "nnunet_dsmm.nnunetv2_classes"
 
-_registry: dict[str, Any] | None = None
+_registry: dict[str, object] | None = None
 
 
-def registered_entry_points() -> dict[str, Any]:
+def registered_entry_points() -> dict[str, object]:
     """Entry points of ``ENTRY_POINT_GROUP`` by class name (read once per process)."""
     global _registry
     if _registry is None:

@@ -84,7 +84,7 @@ def synth_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[n
     core_fraction = rng.uniform(0.4, 0.65)
     oedema = (d < size) & brain
     core = (d < size * core_fraction) & brain
-    necrosis = (d < size * core_fraction * rng.uniform(0.3, 0.7)) & brain
+    necrosis = (d < size * core_fraction * rng.uniform(0.45, 0.75)) & brain
     labels[oedema] = 1
     labels[core] = 3
     labels[necrosis] = 2
