@@ -16,6 +16,7 @@ back to nnU-Net's own search.
 from __future__ import annotations
 
 import sys
+
 LOOKUP_MODULE = "nnunetv2.utilities.find_class_by_name"
 LOOKUP_FUNCTION = "recursive_find_python_class"
 ENTRY_POINT_GROUP = "nnunet_dsmm.nnunetv2_classes"

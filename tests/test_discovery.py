@@ -22,6 +22,8 @@ OUR_CLASSES = {
     "DSMMPlanner": ("experiment_planning", "nnunet_dsmm.planners.planner"),
     "DSMMPreprocessor": ("preprocessing", "nnunet_dsmm.planners.preprocessor"),
     "DSMMTeacherTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),
+    "DSMMPretrainTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.pretrain"),
+    "DSMMPretrainNoDATrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.pretrain"),
 }
 
 

@@ -76,3 +76,19 @@ def test_train_then_predict_a_case_with_an_absent_channel_file(planned, tmp_path
     assert np.allclose(prediction.GetOrigin(), reference.GetOrigin())
     assert np.allclose(prediction.GetDirection(), reference.GetDirection())
     assert set(np.unique(sitk.GetArrayFromImage(prediction)).tolist()) <= {0, 1, 2, 3}
+
+    # stage 2 finds stage 1 by convention and trains with the stock command
+    teacher_weights = (model / "fold_0" / "checkpoint_final.pth").read_bytes()
+    run_cmd(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-p", "DSMMPlans", "-tr", "DSMMPretrainTrainer",
+             "-device", "cpu"], env)
+    stage2 = root / "results" / f"Dataset{DATASET_ID}_Synth" / "DSMMPretrainTrainer__DSMMPlans__3d_fullres"
+    assert (stage2 / "fold_0" / "checkpoint_final.pth").is_file()
+    assert (model / "fold_0" / "checkpoint_final.pth").read_bytes() == teacher_weights
+
+
+def test_a_missing_earlier_stage_prints_the_command_to_run_first(planned):
+    _, _, _, env = planned
+    result = run_cmd(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "1", "-p", "DSMMPlans", "-tr",
+                      "DSMMPretrainTrainer", "-device", "cpu"], env, check=False)
+    assert result.returncode != 0
+    assert f"nnUNetv2_train {DATASET_ID} 3d_fullres 1 -p DSMMPlans -tr DSMMTeacherTrainer" in result.stderr

@@ -95,3 +95,56 @@ class DSMMTrainerBase(nnUNetTrainer):
 
     def validation_step(self, batch: dict) -> dict:
         return super().validation_step({**batch, "data": self.zero_missing(batch)})
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """nnU-Net's update: through the GradScaler when there is one, gradient clipping at 12."""
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 12)
+            self.optimizer.step()
+
+
+class MissingStageError(RuntimeError):
+    """An earlier stage's checkpoint is missing or does not fit; the message says what to run."""
+
+
+def load_frozen_stage(trainer: nnUNetTrainer, stage_trainer: str, env_var: str, network: torch.nn.Module
+                      ) -> torch.nn.Module:
+    """Load ``stage_trainer``'s ``checkpoint_final.pth`` for the same dataset, plans, configuration
+    and fold (or the path in ``env_var``) into ``network``, freeze it and put it in eval mode."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    path = os.environ.get(env_var) or os.path.join(
+        get_output_folder(trainer.plans_manager.dataset_name, stage_trainer, trainer.plans_manager.plans_name,
+                          trainer.configuration_name, trainer.fold), "checkpoint_final.pth")
+    if not os.path.isfile(path):
+        dataset_id = trainer.plans_manager.dataset_name.split("_")[0].removeprefix("Dataset")
+        raise MissingStageError(
+            f"nnunet-dsmm: {type(trainer).__name__} needs the finished earlier stage {stage_trainer}, but {path} "
+            f"does not exist. Run it first:\n  nnUNetv2_train {dataset_id} {trainer.configuration_name} "
+            f"{trainer.fold} -p {trainer.plans_manager.plans_name} -tr {stage_trainer}\n"
+            f"or point {env_var} at a checkpoint_final.pth of a model with the same plans.")
+    weights = torch.load(path, map_location="cpu", weights_only=False)["network_weights"]
+    weights = {k.removeprefix("_orig_mod."): v for k, v in weights.items()}
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
+    if missing or unexpected or reshaped:
+        details = "; ".join(f"{label}: {keys[:4]}{' ...' if len(keys) > 4 else ''}"
+                            for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                                ("different shape", [f"{k} {tuple(weights[k].shape)} vs "
+                                                                     f"{tuple(expected[k].shape)}" for k in reshaped]))
+                            if keys)
+        raise MissingStageError(f"nnunet-dsmm: {path} does not fit the architecture {type(trainer).__name__} "
+                                f"builds from plans {trainer.plans_manager.plans_name} ({details})")
+    network.load_state_dict(weights)
+    network.requires_grad_(False)
+    return network.eval().to(trainer.device)

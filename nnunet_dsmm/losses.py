@@ -1,0 +1,18 @@
+"""Loss terms of the paper, named after their equations."""
+
+from __future__ import annotations
+
+import torch
+
+
+def reconstruction_loss_eq1(reconstruction: torch.Tensor, target: torch.Tensor,
+                            available: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: squared error on the real (available) channels only, averaged over their number.
+
+    ``reconstruction`` and ``target`` are (B, M, ...); ``available`` is (B, M) bool. The squared
+    error of a channel is averaged over its voxels (a scale-free ||x̂_i - x_i||²), then over the
+    sample's available channels, then over the batch. Missing channels contribute nothing.
+    """
+    per_channel = (reconstruction.float() - target.float()).pow(2).flatten(2).mean(dim=2)
+    weights = available.to(per_channel.dtype)
+    return ((per_channel * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)).mean()
