@@ -16,3 +16,16 @@ def reconstruction_loss_eq1(reconstruction: torch.Tensor, target: torch.Tensor,
     per_channel = (reconstruction.float() - target.float()).pow(2).flatten(2).mean(dim=2)
     weights = available.to(per_channel.dtype)
     return ((per_channel * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)).mean()
+
+
+def distillation_loss_eq4(teacher_features, student_features) -> torch.Tensor:
+    """Eq. 4: Σ_l ||F_l^T - F_l^S||² over the multi-scale features (mean squared error per level,
+    summed over levels). Teacher features are detached, so the loss moves the student only."""
+    if len(teacher_features) != len(student_features):
+        raise ValueError(f"teacher has {len(teacher_features)} feature levels, student {len(student_features)}")
+    total = torch.zeros((), device=student_features[0].device)
+    for t, s in zip(teacher_features, student_features):
+        if t.shape != s.shape:
+            raise ValueError(f"teacher and student features differ in shape: {tuple(t.shape)} vs {tuple(s.shape)}")
+        total = total + (t.detach().float() - s.float()).pow(2).mean()
+    return total

@@ -17,7 +17,8 @@ BIN = Path(sys.executable).parent
 def nnunet_env(root: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
-               nnUNet_results=str(root / "results"), nnUNet_n_proc_DA="1", **extra)
+               nnUNet_results=str(root / "results"), nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1",
+               **extra)
     return env
 
 

@@ -11,9 +11,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from importlib.metadata import distribution
-
-import pytest
+from importlib.metadata import distributions
 
 from nnunet_dsmm.discovery import ENTRY_POINT_GROUP
 
@@ -24,6 +22,11 @@ OUR_CLASSES = {
     "DSMMTeacherTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),
     "DSMMPretrainTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.pretrain"),
     "DSMMPretrainNoDATrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.pretrain"),
+    "DSMMTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
+    "DSMMTrainerNoCTD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
+    "DSMMTrainerFrozenRecovery": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
+    "DSMMTrainerAvailableKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
+    "DSMMTrainerBinaryCode": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
 }
 
 
@@ -33,28 +36,32 @@ def fresh_python(code: str) -> subprocess.CompletedProcess:
                           cwd=tempfile.gettempdir())
 
 
+def installed_distribution():
+    """The installed dist-info (not a build's egg-info that may sit in the working directory)."""
+    purelib = sysconfig.get_paths()["purelib"]
+    return next(d for d in distributions(path=[purelib]) if d.metadata["Name"] == "nnunet-dsmm")
+
+
 def test_discovery_hook_is_installed_in_site_packages():
-    files = [str(f) for f in distribution("nnunet-dsmm").files]
+    files = [str(f) for f in installed_distribution().files]
     assert "nnunet_dsmm-discovery.pth" in files
     assert os.path.isfile(os.path.join(sysconfig.get_paths()["purelib"], "nnunet_dsmm-discovery.pth"))
 
 
 def test_every_registered_class_is_an_entry_point():
-    names = {ep.name for ep in distribution("nnunet-dsmm").entry_points if ep.group == ENTRY_POINT_GROUP}
+    names = {ep.name for ep in installed_distribution().entry_points if ep.group == ENTRY_POINT_GROUP}
     assert set(OUR_CLASSES) <= names
 
 
-@pytest.mark.parametrize("name", sorted(OUR_CLASSES))
-def test_stock_lookup_finds_our_class_in_a_fresh_interpreter(name):
-    folder, module = OUR_CLASSES[name]
-    result = fresh_python(
-        "import os, nnunetv2\n"
-        "from nnunetv2.utilities.find_class_by_name import recursive_find_python_class\n"
-        f"cls = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], '{folder}'), '{name}', "
-        f"'nnunetv2.{folder.replace('/', '.')}')\n"
-        "print(cls.__module__, cls.__name__)\n")
+def test_stock_lookup_finds_every_class_of_ours_in_a_fresh_interpreter():
+    code = "import os, nnunetv2\nfrom nnunetv2.utilities.find_class_by_name import recursive_find_python_class\n"
+    for name, (folder, _) in sorted(OUR_CLASSES.items()):
+        code += (f"cls = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], '{folder}'), '{name}', "
+                 f"'nnunetv2.{folder.replace('/', '.')}')\nprint(cls.__module__, cls.__name__)\n")
+    result = fresh_python(code)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [module, name]
+    found = [line.split() for line in result.stdout.splitlines()]
+    assert found == [[module, name] for name, (_, module) in sorted(OUR_CLASSES.items())]
 
 
 def test_trainer_lookup_used_by_train_and_predict_finds_our_trainer():

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import blosc2
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from tests.conftest import make_dataset, nnunet_env, run_cmd
 
 DATASET_ID = 901
-SMOKE = {"DSMM_NUM_EPOCHS": "2", "DSMM_NUM_ITERATIONS_PER_EPOCH": "3", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "2"}
+SMOKE = {"DSMM_NUM_EPOCHS": "2", "DSMM_NUM_ITERATIONS_PER_EPOCH": "3", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "2",
+         "DSMM_TEXT_ENCODER": "untrained"}
 
 
 @pytest.fixture(scope="module")
@@ -52,38 +57,85 @@ def test_plans_and_preprocessed_data_carry_the_missing_channels(planned):
                 assert np.any(data[c])
 
 
-def test_train_then_predict_a_case_with_an_absent_channel_file(planned, tmp_path):
-    root, folder, manifest, env = planned
-    run_cmd(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-p", "DSMMPlans", "-tr", "DSMMTeacherTrainer",
-             "-device", "cpu"], env)
-    model = root / "results" / f"Dataset{DATASET_ID}_Synth" / "DSMMTeacherTrainer__DSMMPlans__3d_fullres"
-    assert (model / "fold_0" / "checkpoint_final.pth").is_file()
-    assert (model / "fold_0" / "progress.png").is_file()
+def train(env, trainer: str, fold: int = 0, *extra: str) -> Path:
+    run_cmd(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", str(fold), "-p", "DSMMPlans", "-tr", trainer,
+             "-device", "cpu", *extra], env)
+    return Path(env["nnUNet_results"]) / f"Dataset{DATASET_ID}_Synth" / f"{trainer}__DSMMPlans__3d_fullres"
 
+
+def predict_absent_t1ce(env, folder, manifest, trainer: str, tmp_path: Path) -> tuple[str, Path]:
     case = manifest["test_cases"][0]
-    inputs = tmp_path / "inputs"
+    inputs = tmp_path / f"inputs_{trainer}"
     inputs.mkdir()
     for c in (0, 1, 3):  # T1ce (_0002) is absent
         (inputs / f"{case}_{c:04d}.nii.gz").symlink_to(folder / "imagesTs" / f"{case}_{c:04d}.nii.gz")
-    out = tmp_path / "out"
+    out = tmp_path / f"out_{trainer}"
+    env = {k: v for k, v in env.items() if k != "DSMM_TEXT_ENCODER"}  # prediction needs no text encoder
     run_cmd(["nnUNetv2_predict", "-i", str(inputs), "-o", str(out), "-d", str(DATASET_ID), "-c", "3d_fullres",
-             "-p", "DSMMPlans", "-tr", "DSMMTeacherTrainer", "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"],
-            env)
-    prediction = sitk.ReadImage(str(out / f"{case}.nii.gz"))
-    reference = sitk.ReadImage(str(folder / "imagesTs" / f"{case}_0000.nii.gz"))
+             "-p", "DSMMPlans", "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    return case, out / f"{case}.nii.gz"
+
+
+def assert_valid_prediction(path: Path, reference_path: Path) -> None:
+    prediction, reference = sitk.ReadImage(str(path)), sitk.ReadImage(str(reference_path))
     assert prediction.GetSize() == reference.GetSize()
     assert np.allclose(prediction.GetSpacing(), reference.GetSpacing())
     assert np.allclose(prediction.GetOrigin(), reference.GetOrigin())
     assert np.allclose(prediction.GetDirection(), reference.GetDirection())
     assert set(np.unique(sitk.GetArrayFromImage(prediction)).tolist()) <= {0, 1, 2, 3}
 
-    # stage 2 finds stage 1 by convention and trains with the stock command
-    teacher_weights = (model / "fold_0" / "checkpoint_final.pth").read_bytes()
-    run_cmd(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-p", "DSMMPlans", "-tr", "DSMMPretrainTrainer",
-             "-device", "cpu"], env)
-    stage2 = root / "results" / f"Dataset{DATASET_ID}_Synth" / "DSMMPretrainTrainer__DSMMPlans__3d_fullres"
-    assert (stage2 / "fold_0" / "checkpoint_final.pth").is_file()
-    assert (model / "fold_0" / "checkpoint_final.pth").read_bytes() == teacher_weights
+
+def test_three_stages_with_the_stock_commands_then_predict_absent_channels(planned, tmp_path):
+    root, folder, manifest, env = planned
+    reference = folder / "imagesTs" / f"{manifest['test_cases'][0]}_0000.nii.gz"
+
+    # stage 1, also the baseline
+    teacher = train(env, "DSMMTeacherTrainer")
+    assert (teacher / "fold_0" / "checkpoint_final.pth").is_file() and (teacher / "fold_0" / "progress.png").is_file()
+    assert_valid_prediction(predict_absent_t1ce(env, folder, manifest, "DSMMTeacherTrainer", tmp_path)[1], reference)
+    teacher_weights = (teacher / "fold_0" / "checkpoint_final.pth").read_bytes()
+
+    # stage 2 finds stage 1 by convention
+    pretrain = train(env, "DSMMPretrainTrainer")
+    assert (pretrain / "fold_0" / "checkpoint_final.pth").is_file()
+
+    # stage 3: one epoch, then resumed with --c to the second
+    one_epoch = {**env, "DSMM_NUM_EPOCHS": "1"}
+    dsmm = train(one_epoch, "DSMMTrainer")
+    train(env, "DSMMTrainer", 0, "--c")
+    log = "".join(p.read_text() for p in (dsmm / "fold_0").glob("training_log_*.txt"))
+    assert "UNTRAINED" in log and "NO language prior" in log
+    assert (teacher / "fold_0" / "checkpoint_final.pth").read_bytes() == teacher_weights
+
+    checkpoint = torch.load(dsmm / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["current_epoch"] == 2
+    keys = checkpoint["network_weights"].keys()
+    assert any(k.startswith("recovery.") for k in keys) and "student.prompt_embeddings" in keys
+    phi = torch.load(pretrain / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    refined = [k for k, v in phi["network_weights"].items()
+               if not torch.equal(checkpoint["network_weights"][f"recovery.{k}"], v)]
+    assert refined, "M_rec must be refined during complete-then-distill"
+
+    # a checkpoint built by build_network_architecture loads strictly in a fresh process
+    code = (
+        "import torch, json, sys\n"
+        "from nnunetv2.utilities.plans_handling.plans_handler import PlansManager\n"
+        "from nnunetv2.utilities.find_class_by_name import recursive_find_python_class\n"
+        f"ckpt = torch.load({str(dsmm / 'fold_0' / 'checkpoint_final.pth')!r}, map_location='cpu', "
+        "weights_only=False)\n"
+        f"pm = PlansManager({str(dsmm / 'plans.json')!r})\n"
+        "cm = pm.get_configuration('3d_fullres')\n"
+        "cls = recursive_find_python_class('x', 'DSMMTrainer', None)\n"
+        "net = cls.build_network_architecture(pm, cm, 4, 3, enable_deep_supervision=False)\n"
+        "net.load_state_dict(ckpt['network_weights'], strict=True)\n"
+        "unused = len(list(net.recovery.decoder.seg_layers[:-1].parameters()))\n"
+        "print('loaded', len(list(net.parameters())) - unused, len(ckpt['optimizer_state']['state']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and result.stdout.startswith("loaded"), result.stderr[-3000:]
+    _, parameters, optimised = result.stdout.split()
+    assert parameters == optimised, "every parameter (student, hypernetwork, M_rec) has optimiser state"
+
+    assert_valid_prediction(predict_absent_t1ce(env, folder, manifest, "DSMMTrainer", tmp_path)[1], reference)
 
 
 def test_a_missing_earlier_stage_prints_the_command_to_run_first(planned):

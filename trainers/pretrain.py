@@ -14,6 +14,7 @@ from torch import autocast
 
 from nnunet_dsmm.losses import reconstruction_loss_eq1
 from nnunet_dsmm.masking import mask_input
+from nnunet_dsmm.network import freeze_unused_heads
 from nnunet_dsmm.trainers.base import DSMMTrainerBase, load_frozen_stage
 from nnunet_dsmm.trainers.teacher import DSMMTeacherTrainer
 
@@ -48,8 +49,9 @@ class DSMMPretrainTrainer(DSMMTrainerBase):
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
         """φθ: the plan's U-Net with one output per input channel (reconstruction), no deep supervision."""
-        return DSMMTrainerBase.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                          num_input_channels, enable_deep_supervision=False)
+        return freeze_unused_heads(DSMMTrainerBase.build_network_architecture(
+            plans_manager, configuration_manager, num_input_channels, num_input_channels,
+            enable_deep_supervision=False))
 
     def pretraining_loss(self, data: torch.Tensor, target: torch.Tensor, available: torch.Tensor):
         """Eq. 3 on one batch: returns (total, Eq. 1 term, DA term or None, f's output or None)."""

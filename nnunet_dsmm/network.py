@@ -1,0 +1,136 @@
+"""Networks of stage 3: the student with prompt-guided modality adaptation, and the container
+that nnU-Net trains, checkpoints and predicts with (student + recovery module M_rec)."""
+
+from __future__ import annotations
+
+import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from torch import nn
+
+from nnunet_dsmm.hypernetwork import HyperPredictionHeads
+
+
+def detect_modality_code(x: torch.Tensor) -> torch.Tensor:
+    """Modality code c of Eq. 6 from the input itself: (B, M) bool, False for a channel that is all
+    zero where another channel is not. A sample that is zero everywhere counts as complete."""
+    present = x.flatten(2).ne(0).any(dim=2)
+    present[~present.any(dim=1)] = True
+    return present
+
+
+def code_index(code: torch.Tensor) -> torch.Tensor:
+    """Row of a code in the table of the 2^M - 1 combinations: binary value of the code minus 1."""
+    powers = 2 ** torch.arange(code.shape[1], device=code.device)
+    return (code.long() * powers).sum(dim=1) - 1
+
+
+def code_from_index(index: int, num_modalities: int) -> list[bool]:
+    return [bool((index + 1) >> i & 1) for i in range(num_modalities)]
+
+
+def unet_features(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor) -> tuple[list, list]:
+    """Multi-scale features of a U-Net: encoder stage outputs (bottleneck last) and decoder stage
+    outputs (lowest resolution first), without the prediction layers."""
+    skips = encoder(x)
+    features, lres = [], skips[-1]
+    for s, stage in enumerate(decoder.stages):
+        lres = stage(torch.cat((decoder.transpconvs[s](lres), skips[-(s + 2)]), dim=1))
+        features.append(lres)
+    return list(skips), features
+
+
+def freeze_unused_heads(unet: nn.Module) -> nn.Module:
+    """A U-Net without deep supervision only uses its last prediction layer; freeze the others so
+    that no trainable parameter goes unused (DDP requires that)."""
+    unet.decoder.seg_layers[:-1].requires_grad_(False)
+    return unet
+
+
+class PromptAdaptiveUNet(nn.Module):
+    """U-Net whose prediction layers come from the hypernetwork of Eq. 6, driven by Z_v (global
+    average pooling of the bottleneck) and Z_t (stored CLIP embedding of the code's prompt, or a
+    2-layer MLP of the binary code when ``prompt_source='binary'``)."""
+
+    def __init__(self, unet: nn.Module, num_modalities: int, num_outputs: int, prompt_source: str = "text",
+                 prompt_dim: int = 512):
+        super().__init__()
+        if prompt_source not in ("text", "binary"):
+            raise ValueError(f"prompt_source must be 'text' or 'binary', got {prompt_source!r}")
+        self.encoder, self.decoder = unet.encoder, unet.decoder
+        del self.decoder.seg_layers  # replaced by the generated heads
+        self.num_modalities = num_modalities
+        self.prompt_source = prompt_source
+        if prompt_source == "text":
+            self.register_buffer("prompt_embeddings", torch.zeros(2**num_modalities - 1, prompt_dim))
+        else:
+            self.code_mlp = nn.Sequential(nn.Linear(num_modalities, prompt_dim), nn.LeakyReLU(inplace=True),
+                                          nn.Linear(prompt_dim, prompt_dim))
+        channels = list(self.encoder.output_channels)
+        head_channels = [channels[-(s + 2)] for s in range(len(self.decoder.stages))]
+        self.heads = HyperPredictionHeads(head_channels, num_outputs, channels[-1] + prompt_dim)
+
+    def prompt_embedding(self, code: torch.Tensor) -> torch.Tensor:
+        """Z_t for a (B, M) bool code."""
+        if self.prompt_source == "text":
+            return self.prompt_embeddings[code_index(code)]
+        return self.code_mlp(code.float())
+
+    def forward_with_features(self, x: torch.Tensor, code: torch.Tensor | None = None):
+        """(segmentation, features); segmentation is a list (highest resolution first) with deep
+        supervision, else one tensor. ``code`` defaults to the one detected in ``x``."""
+        if code is None:
+            code = detect_modality_code(x)
+        skips, features = unet_features(self.encoder, self.decoder, x)
+        z_v = skips[-1].float().mean(dim=tuple(range(2, skips[-1].ndim)))
+        indicator = torch.cat((z_v, self.prompt_embedding(code).to(z_v.dtype)), dim=1)
+        last = len(features) - 1
+        used = list(range(len(features))) if self.decoder.deep_supervision else [last]
+        outputs = self.heads(indicator, [features[i] for i in used], used)[::-1]
+        return (outputs if self.decoder.deep_supervision else outputs[0]), skips + features
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor | None = None):
+        return self.forward_with_features(x, code)[0]
+
+
+class DSMMNetwork(nn.Module):
+    """What nnU-Net trains and saves: the student S and the recovery module M_rec.
+
+    ``forward(x)`` is the student alone (prediction). During complete-then-distill training,
+    ``forward(x_student, code, real=x_a, available=mask)`` also completes the real data with M_rec
+    (x̂_full keeps the real channels, M_rec's output fills the missing ones) and returns
+    ``(segmentation, student_features, x_full)``; one forward call keeps DDP correct.
+    """
+
+    def __init__(self, student: PromptAdaptiveUNet, recovery: nn.Module):
+        super().__init__()
+        self.student, self.recovery = student, recovery
+
+    @property
+    def decoder(self) -> nn.Module:  # nnU-Net toggles deep supervision through network.decoder
+        return self.student.decoder
+
+    def complete(self, real: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+        """x̂_full = available real channels, M_rec's reconstruction for the missing ones."""
+        keep = available.reshape(*available.shape, *([1] * (real.ndim - 2))).to(real.dtype)
+        return real * keep + self.recovery(real).to(real.dtype) * (1 - keep)
+
+    def forward(self, x, code=None, real=None, available=None):
+        if real is None:
+            return self.student(x, code)
+        segmentation, features = self.student.forward_with_features(x, code)
+        return segmentation, features, self.complete(real, available)
+
+
+def build_dsmm_network(plans_manager, configuration_manager, num_input_channels: int, num_output_channels: int,
+                       enable_deep_supervision: bool, prompt_source: str, prompt_dim: int) -> DSMMNetwork:
+    """Student and M_rec with the plan's auto-configured U-Net topology."""
+    def unet(outputs: int, deep_supervision: bool) -> nn.Module:
+        return get_network_from_plans(configuration_manager.network_arch_class_name,
+                                      configuration_manager.network_arch_init_kwargs,
+                                      configuration_manager.network_arch_init_kwargs_req_import,
+                                      num_input_channels, outputs, allow_init=True,
+                                      deep_supervision=deep_supervision)
+
+    student = PromptAdaptiveUNet(unet(num_output_channels, enable_deep_supervision), num_input_channels,
+                                 num_output_channels, prompt_source, prompt_dim)
+    return DSMMNetwork(student, freeze_unused_heads(unet(num_input_channels, False)))

@@ -1,0 +1,81 @@
+"""Frozen CLIP text encoder (open_clip) for the prompts of Eq. 6, with a registry of named configs.
+
+By default the pretrained tower is loaded (tag or local checkpoint path from
+``DSMM_CLIP_PRETRAINED``). ``DSMM_TEXT_ENCODER=untrained`` is an explicit opt-in for offline
+tests and demos: an untrained tower with a fixed seed, whose prompts carry no language prior.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+TEXT_ENCODER_ENV = "DSMM_TEXT_ENCODER"
+CLIP_PRETRAINED_ENV = "DSMM_CLIP_PRETRAINED"
+UNTRAINED_SEED = 0
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    model_name: str
+    pretrained: str
+
+
+TEXT_ENCODERS = {
+    "clip-vit-b-32": TextEncoderConfig("ViT-B-32", "openai"),
+    "clip-vit-b-16": TextEncoderConfig("ViT-B-16", "openai"),
+}
+
+
+class TextEncoderError(RuntimeError):
+    """The text encoder could not be loaded; the message says how to fix it."""
+
+
+def embedding_dim(name: str) -> int:
+    """Width of the text embedding of a registered config (read from open_clip's bundled config)."""
+    import open_clip
+
+    return int(open_clip.get_model_config(TEXT_ENCODERS[name].model_name)["embed_dim"])
+
+
+def load_clip(name: str, log: Callable[[str], None] = print) -> torch.nn.Module:
+    """The CLIP model of config ``name``, pretrained unless ``DSMM_TEXT_ENCODER=untrained``."""
+    import open_clip
+
+    config = TEXT_ENCODERS[name]
+    mode = os.environ.get(TEXT_ENCODER_ENV, "pretrained")
+    if mode == "untrained":
+        log("nnunet-dsmm WARNING: " + "!" * 60)
+        log(f"nnunet-dsmm WARNING: {TEXT_ENCODER_ENV}=untrained: the {config.model_name} text tower is UNTRAINED "
+            f"(seed {UNTRAINED_SEED}); prompts carry NO language prior. For tests and offline demos only.")
+        log("nnunet-dsmm WARNING: " + "!" * 60)
+        with torch.random.fork_rng():
+            torch.manual_seed(UNTRAINED_SEED)
+            return open_clip.create_model(config.model_name, pretrained=None).eval()
+    if mode != "pretrained":
+        raise TextEncoderError(f"nnunet-dsmm: {TEXT_ENCODER_ENV}={mode!r}; use 'pretrained' (default) or 'untrained'")
+    pretrained = os.environ.get(CLIP_PRETRAINED_ENV) or config.pretrained
+    try:
+        model = open_clip.create_model(config.model_name, pretrained=pretrained, require_pretrained=True)
+    except Exception as error:  # open_clip raises several kinds for missing files and failed downloads
+        raise TextEncoderError(
+            f"nnunet-dsmm: could not load the pretrained CLIP text encoder {config.model_name} ({pretrained!r}): "
+            f"{error}\nWithout network access, download the open_clip checkpoint elsewhere and set "
+            f"{CLIP_PRETRAINED_ENV}=/path/to/open_clip_pytorch_model.bin, or set {TEXT_ENCODER_ENV}=untrained "
+            f"for tests and offline demos (prompts then carry no language prior).") from error
+    log(f"nnunet-dsmm: CLIP text encoder {config.model_name} loaded from {pretrained!r}")
+    return model.eval()
+
+
+@torch.no_grad()
+def embed_prompts(prompts: Sequence[str], name: str, log: Callable[[str], None] = print) -> torch.Tensor:
+    """(N, D) L2-normalised text embeddings Z_t of the prompts."""
+    import open_clip
+
+    model = load_clip(name, log)
+    tokens = open_clip.get_tokenizer(TEXT_ENCODERS[name].model_name)(list(prompts))
+    embeddings = model.encode_text(tokens).float()
+    return embeddings / embeddings.norm(dim=-1, keepdim=True)

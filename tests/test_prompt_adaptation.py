@@ -1,0 +1,150 @@
+"""Stage 3 on real tensors and small real U-Nets: prompts, hypernetwork heads, code detection,
+and where each loss term of Eq. 7 sends its gradient."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+from nnunet_dsmm.modalities import all_combinations, prompt
+from nnunet_dsmm.network import DSMMNetwork, PromptAdaptiveUNet, code_from_index, code_index, detect_modality_code
+from nnunet_dsmm.text_encoder import TextEncoderError, embed_prompts
+from nnunet_dsmm.trainers.dsmm import DSMMTrainer
+
+
+def small_unet(inputs: int, outputs: int, deep_supervision: bool = False) -> PlainConvUNet:
+    return PlainConvUNet(inputs, 3, (4, 8, 16), torch.nn.Conv3d, 3, (1, 2, 2), 1, outputs, 1,
+                         norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"affine": True},
+                         nonlin=torch.nn.LeakyReLU, deep_supervision=deep_supervision)
+
+
+def test_code_detected_from_the_input():
+    x = torch.randn(3, 4, 8, 8, 8)
+    x[0, 1] = 0
+    x[1, [0, 2, 3]] = 0
+    x[2] = 0
+    assert detect_modality_code(x).tolist() == [[True, False, True, True], [False, True, False, False],
+                                                [True, True, True, True]]
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_code_index_enumerates_every_combination_once(m):
+    codes = torch.tensor(all_combinations(m))
+    assert sorted(code_index(codes).tolist()) == list(range(2**m - 1))
+    assert all(code_from_index(int(i), m) == c.tolist() for i, c in zip(code_index(codes), codes))
+
+
+def test_untrained_text_tower_gives_distinct_prompt_embeddings(monkeypatch):
+    monkeypatch.setenv("DSMM_TEXT_ENCODER", "untrained")
+    names = ["FLAIR", "T1", "T1ce", "T2"]
+    prompts = [prompt(c, names) for c in all_combinations(4)]
+    logged = []
+    embeddings = embed_prompts(prompts, "clip-vit-b-32", logged.append)
+    assert embeddings.shape == (15, 512)
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(15))
+    assert torch.cdist(embeddings, embeddings).add(torch.eye(15)).min() > 1e-3
+    assert any("UNTRAINED" in line and "NO language prior" in line for line in logged)
+    assert torch.equal(embeddings, embed_prompts(prompts, "clip-vit-b-32", logged.append))
+
+
+def test_a_local_checkpoint_path_is_loaded_and_a_missing_one_explains_what_to_do(monkeypatch, tmp_path):
+    import open_clip
+
+    torch.manual_seed(5)
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    checkpoint = tmp_path / "clip.pt"
+    torch.save(model.state_dict(), checkpoint)
+    tokens = open_clip.get_tokenizer("ViT-B-32")(["The input MRI modalities are T2."])
+    with torch.no_grad():
+        expected = model.encode_text(tokens)
+    monkeypatch.setenv("DSMM_CLIP_PRETRAINED", str(checkpoint))
+    got = embed_prompts(["The input MRI modalities are T2."], "clip-vit-b-32", lambda _: None)
+    assert torch.allclose(got, expected / expected.norm(dim=-1, keepdim=True), atol=1e-5)
+
+    monkeypatch.setenv("DSMM_CLIP_PRETRAINED", str(tmp_path / "missing.bin"))
+    with pytest.raises(TextEncoderError, match="DSMM_CLIP_PRETRAINED=/path/to") as error:
+        embed_prompts(["x"], "clip-vit-b-32", lambda _: None)
+    assert "DSMM_TEXT_ENCODER=untrained" in str(error.value)
+
+
+@pytest.mark.parametrize("source", ["text", "binary"])
+def test_hypernetwork_heads_differ_between_codes_and_agree_for_equal_codes(source):
+    torch.manual_seed(0)
+    student = PromptAdaptiveUNet(small_unet(4, 3, deep_supervision=True), 4, 3, source, prompt_dim=16)
+    if source == "text":
+        student.prompt_embeddings.normal_()
+    x = torch.randn(1, 4, 16, 16, 16).repeat(3, 1, 1, 1, 1)
+    codes = torch.tensor([[True, True, False, True], [True, True, False, True], [True, False, False, False]])
+    outputs = student(x, codes)
+    assert isinstance(outputs, list) and len(outputs) == 2 and outputs[0].shape == (3, 3, 16, 16, 16)
+    for out in outputs:
+        assert torch.allclose(out[0], out[1])
+        assert not torch.allclose(out[0], out[2])
+    student.decoder.deep_supervision = False
+    assert torch.allclose(student(x, codes), outputs[0])
+
+
+def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True):
+    torch.manual_seed(0)
+    teacher = small_unet(4, 3).requires_grad_(False).eval()
+    student = PromptAdaptiveUNet(small_unet(4, 3, deep_supervision=True), 4, 3, "binary", prompt_dim=8)
+    trainer = SimpleNamespace(
+        network=DSMMNetwork(student, small_unet(4, 4)), teacher=teacher, alpha=alpha, beta=beta,
+        complete_with_recovery=complete_with_recovery,
+        loss=lambda outputs, target: sum(MemoryEfficientSoftDiceLoss(apply_nonlin=torch.sigmoid, do_bg=True)(o, t)
+                                         for o, t in zip(outputs, target)),
+        teacher_loss=DC_and_BCE_loss({}, {"batch_dice": False, "smooth": 1e-5, "do_bg": True, "ddp": False},
+                                     use_ignore_label=False))
+    available = torch.tensor([[True, False, True, True], [False, True, False, False]])
+    real = torch.randn(2, 4, 16, 16, 16) * available[:, :, None, None, None]
+    keep = torch.tensor([[True, False, False, True], [False, True, False, False]])
+    full = (torch.rand(2, 3, 16, 16, 16) > 0.7).float()
+    target = [full, full[:, :, ::2, ::2, ::2]]
+    return trainer, real, available, keep, target
+
+
+def grads_of(module):
+    return [p.grad for p in module.parameters()]
+
+
+@pytest.mark.parametrize("term", ["task", "mrec", "kd"])
+def test_each_term_of_eq7_reaches_only_its_modules(term):
+    trainer, real, available, keep, target = ctd_setup()
+    terms = DSMMTrainer.ctd_losses(trainer, real, available, keep, target)
+    assert set(terms) == {"task", "mrec", "kd"}
+    terms[term].backward()
+    recovery_grads = [g for g in grads_of(trainer.network.recovery) if g is not None]
+    student_grads = [g for g in grads_of(trainer.network.student) if g is not None]
+    assert all(g is None for g in grads_of(trainer.teacher))
+    if term == "mrec":
+        assert recovery_grads and sum(g.abs().sum() for g in recovery_grads) > 0
+        assert not student_grads
+    else:
+        assert not recovery_grads, f"L_{term} must not move M_rec"
+        assert student_grads and sum(g.abs().sum() for g in student_grads) > 0
+
+
+def test_completion_keeps_real_channels_and_teacher_is_unchanged_by_training():
+    trainer, real, available, keep, target = ctd_setup()
+    x_full = trainer.network.complete(real, available)
+    assert torch.equal(x_full[available], real[available])
+    assert x_full[~available].abs().sum() > 0
+    before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    optimizer = torch.optim.Adam(trainer.network.parameters(), 1e-2, weight_decay=5e-4)
+    for _ in range(2):
+        optimizer.zero_grad()
+        DSMMTrainer.total_loss(trainer, DSMMTrainer.ctd_losses(trainer, real, available, keep, target)).backward()
+        optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in trainer.teacher.state_dict().items())
+
+
+def test_kd_from_available_only_has_no_recovery_term():
+    trainer, real, available, keep, target = ctd_setup(complete_with_recovery=False)
+    trainer.network.recovery.requires_grad_(False)
+    terms = DSMMTrainer.ctd_losses(trainer, real, available, keep, target)
+    assert set(terms) == {"task", "kd"}
