@@ -85,19 +85,25 @@ def assert_valid_prediction(path: Path, reference_path: Path) -> None:
     assert set(np.unique(sitk.GetArrayFromImage(prediction)).tolist()) <= {0, 1, 2, 3}
 
 
-def test_three_stages_with_the_stock_commands_then_predict_absent_channels(planned, tmp_path):
+@pytest.fixture(scope="module")
+def staged(planned, tmp_path_factory):
+    """Stage 1 (checked by predicting a case with an absent channel file), then stage 2."""
     root, folder, manifest, env = planned
     reference = folder / "imagesTs" / f"{manifest['test_cases'][0]}_0000.nii.gz"
-
-    # stage 1, also the baseline
     teacher = train(env, "DSMMTeacherTrainer")
     assert (teacher / "fold_0" / "checkpoint_final.pth").is_file() and (teacher / "fold_0" / "progress.png").is_file()
-    assert_valid_prediction(predict_absent_t1ce(env, folder, manifest, "DSMMTeacherTrainer", tmp_path)[1], reference)
-    teacher_weights = (teacher / "fold_0" / "checkpoint_final.pth").read_bytes()
-
-    # stage 2 finds stage 1 by convention
-    pretrain = train(env, "DSMMPretrainTrainer")
+    assert_valid_prediction(predict_absent_t1ce(env, folder, manifest, "DSMMTeacherTrainer",
+                                                tmp_path_factory.mktemp("predict"))[1], reference)
+    pretrain = train(env, "DSMMPretrainTrainer")  # finds stage 1 by convention
     assert (pretrain / "fold_0" / "checkpoint_final.pth").is_file()
+    return teacher, pretrain
+
+
+def test_three_stages_with_the_stock_commands_then_predict_absent_channels(planned, staged, tmp_path):
+    root, folder, manifest, env = planned
+    reference = folder / "imagesTs" / f"{manifest['test_cases'][0]}_0000.nii.gz"
+    teacher, pretrain = staged
+    teacher_weights = (teacher / "fold_0" / "checkpoint_final.pth").read_bytes()
 
     # stage 3: one epoch, then resumed with --c to the second
     one_epoch = {**env, "DSMM_NUM_EPOCHS": "1"}
@@ -144,3 +150,11 @@ def test_a_missing_earlier_stage_prints_the_command_to_run_first(planned):
                       "DSMMPretrainTrainer", "-device", "cpu"], env, check=False)
     assert result.returncode != 0
     assert f"nnUNetv2_train {DATASET_ID} 3d_fullres 1 -p DSMMPlans -tr DSMMTeacherTrainer" in result.stderr
+
+
+@pytest.mark.parametrize("trainer", ["DSMMPretrainNoDATrainer", "DSMMTrainerNoCTD", "DSMMTrainerFrozenRecovery",
+                                     "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode"])
+def test_ablation_trainers_train_with_the_stock_command(planned, staged, trainer):
+    _, _, _, env = planned
+    model = train({**env, "DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2"}, trainer)
+    assert (model / "fold_0" / "checkpoint_final.pth").is_file()
