@@ -125,6 +125,27 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    from nnunet_dsmm.evaluation import EmptyMaskConvention, evaluate
+
+    models = []
+    for trainer in args.tr:
+        folder = get_output_folder(args.d, trainer, args.p, args.c)
+        if not os.path.isdir(folder):
+            raise SystemExit(f"nnunet_dsmm evaluate: no trained model at {folder}; train it with "
+                             f"nnUNetv2_train {args.d} {args.c} {args.f} -p {args.p} -tr {trainer}")
+        models.append((trainer, folder))
+    convention = EmptyMaskConvention(args.empty_both[0], args.empty_both[1], args.empty_one[0], args.empty_one[1])
+    summary = evaluate(models, args.f, args.i, args.l, args.o, args.device, convention, args.checkpoint)
+    with open(os.path.join(args.o, "summary.md")) as f:
+        print(f.read())
+    print(f"Results: {os.path.join(args.o, 'results.csv')}, {os.path.join(args.o, 'summary.json')}, "
+          f"{os.path.join(args.o, 'heatmap.png')}; reference model for the * markers: {summary['reference_model']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet_dsmm", description="nnU-Net v2 plugin for dual-stage missing "
                                      "MRI modalities: dataset tools.")
@@ -161,6 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--split", help='JSON {"train": [...], "val": [...], "test": [...]} of case names')
     add_missing_options(convert)
     convert.set_defaults(func=_cmd_convert, name="BraTS")
+
+    ev = sub.add_parser("evaluate", help="Dice and HD95 of trained models on every channel combination (Table 1)")
+    ev.add_argument("-d", required=True, help="dataset ID or name")
+    ev.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
+    ev.add_argument("-p", default="DSMMPlans", help="plans identifier (default DSMMPlans)")
+    ev.add_argument("-tr", action="append", required=True,
+                    help="trainer; repeat for several models (the last one is the reference for the * markers)")
+    ev.add_argument("-f", default="0", help="fold (default 0)")
+    ev.add_argument("-i", required=True, help="images folder (nnU-Net raw naming, e.g. imagesTs)")
+    ev.add_argument("-l", required=True, help="labels folder (e.g. labelsTs)")
+    ev.add_argument("-o", required=True, help="output folder; re-running skips predictions already there")
+    ev.add_argument("-device", default="cuda", choices=("cpu", "cuda"), help="default cuda")
+    ev.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name")
+    ev.add_argument("--empty-both", type=float, nargs=2, default=(1.0, 0.0), metavar=("DSC", "HD95"),
+                    help="scores when prediction and reference are both empty (BraTS: 1 0)")
+    ev.add_argument("--empty-one", type=float, nargs=2, default=(0.0, 373.13), metavar=("DSC", "HD95"),
+                    help="scores when exactly one of them is empty (BraTS: 0 373.13)")
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import pickle
 import subprocess
@@ -99,19 +100,22 @@ def staged(planned, tmp_path_factory):
     return teacher, pretrain
 
 
-def test_three_stages_with_the_stock_commands_then_predict_absent_channels(planned, staged, tmp_path):
+@pytest.fixture(scope="module")
+def dsmm_trained(planned, staged):
+    """Stage 3: one epoch, then resumed with --c to the second."""
+    _, _, _, env = planned
+    dsmm = train({**env, "DSMM_NUM_EPOCHS": "1"}, "DSMMTrainer")
+    train(env, "DSMMTrainer", 0, "--c")
+    return dsmm
+
+
+def test_three_stages_with_the_stock_commands_then_predict_absent_channels(planned, staged, dsmm_trained, tmp_path):
     root, folder, manifest, env = planned
     reference = folder / "imagesTs" / f"{manifest['test_cases'][0]}_0000.nii.gz"
     teacher, pretrain = staged
-    teacher_weights = (teacher / "fold_0" / "checkpoint_final.pth").read_bytes()
-
-    # stage 3: one epoch, then resumed with --c to the second
-    one_epoch = {**env, "DSMM_NUM_EPOCHS": "1"}
-    dsmm = train(one_epoch, "DSMMTrainer")
-    train(env, "DSMMTrainer", 0, "--c")
+    dsmm = dsmm_trained
     log = "".join(p.read_text() for p in (dsmm / "fold_0").glob("training_log_*.txt"))
     assert "UNTRAINED" in log and "NO language prior" in log
-    assert (teacher / "fold_0" / "checkpoint_final.pth").read_bytes() == teacher_weights
 
     checkpoint = torch.load(dsmm / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["current_epoch"] == 2
@@ -158,3 +162,33 @@ def test_ablation_trainers_train_with_the_stock_command(planned, staged, trainer
     _, _, _, env = planned
     model = train({**env, "DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2"}, trainer)
     assert (model / "fold_0" / "checkpoint_final.pth").is_file()
+
+
+def test_evaluate_every_combination_and_resume(planned, staged, dsmm_trained, tmp_path):
+    _, folder, manifest, env = planned
+    case = manifest["test_cases"][0]
+    images = tmp_path / "images"
+    images.mkdir()
+    for c in range(4):
+        (images / f"{case}_{c:04d}.nii.gz").symlink_to(folder / "imagesTs" / f"{case}_{c:04d}.nii.gz")
+    out = tmp_path / "evaluation"
+    command = ["nnunet_dsmm", "evaluate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-p", "DSMMPlans",
+               "-tr", "DSMMTeacherTrainer", "-tr", "DSMMTrainer", "-f", "0", "-i", str(images),
+               "-l", str(folder / "labelsTs"), "-o", str(out), "-device", "cpu"]
+    first = run_cmd(command, env)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 2 * 15 * 3
+    assert {"case", "combination", "region", "dsc", "hd95", "model"} <= set(rows[0])
+    assert all(0 <= float(r["dsc"]) <= 1 and float(r["hd95"]) >= 0 for r in rows)
+    predictions = sorted((out / "predictions").rglob("*.nii.gz"))
+    assert len(predictions) == 30
+    assert (out / "heatmap.png").stat().st_size > 0 and "| Avg. |" in (out / "summary.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"] == ["DSMMTeacherTrainer", "DSMMTrainer"] and "wilcoxon" in summary
+    assert "Avg." in first.stdout
+
+    stamps = {p: p.stat().st_mtime_ns for p in predictions}
+    (out / "results.csv").unlink()
+    run_cmd(command, env)
+    assert {p: p.stat().st_mtime_ns for p in predictions} == stamps, "a re-run must reuse existing predictions"
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == len(rows)

@@ -1,0 +1,270 @@
+"""Evaluate trained models on every modality combination (the paper's Table 1 for your data).
+
+Each model is loaded once with nnU-Net's predictor; each case is preprocessed once, and the
+2^M - 1 combinations are made by zeroing channels of the preprocessed data in memory (a missing
+channel is exactly zero after preprocessing, so this equals deleting its file). Predictions are
+saved per model and combination, which makes a re-run skip what is already there.
+
+Metrics: Dice and HD95 from MONAI (maintained, spacing-aware, used across medical imaging);
+empty masks follow an explicit, configurable convention (BraTS's by default).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
+from nnunet_dsmm.raw_data import list_cases
+
+
+@dataclass(frozen=True)
+class EmptyMaskConvention:
+    """Scores when the prediction or the reference of a region is empty (BraTS defaults)."""
+
+    both_empty_dsc: float = 1.0
+    both_empty_hd95: float = 0.0
+    one_empty_dsc: float = 0.0
+    one_empty_hd95: float = 373.13
+
+
+def region_masks(segmentation: np.ndarray, dataset_json: dict) -> dict[str, np.ndarray]:
+    """Binary mask per evaluated region: dataset.json's regions for region-based datasets, else labels."""
+    masks = {}
+    for name, value in dataset_json["labels"].items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if values == [0]:
+            continue
+        masks[name] = np.isin(segmentation, values)
+    return masks
+
+
+def dice_and_hd95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
+                  convention: EmptyMaskConvention = EmptyMaskConvention()) -> tuple[float, float]:
+    """Dice and 95th-percentile Hausdorff distance (in the units of ``spacing``) of two binary masks."""
+    import torch
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+
+    pred_empty, ref_empty = not prediction.any(), not reference.any()
+    if pred_empty and ref_empty:
+        return convention.both_empty_dsc, convention.both_empty_hd95
+    if pred_empty or ref_empty:
+        return convention.one_empty_dsc, convention.one_empty_hd95
+    p = torch.from_numpy(prediction[None, None].astype(np.float32))
+    r = torch.from_numpy(reference[None, None].astype(np.float32))
+    dsc = float(compute_dice(p, r, include_background=True))
+    hd95 = float(compute_hausdorff_distance(p, r, include_background=True, percentile=95,
+                                            spacing=[float(s) for s in spacing]))
+    return dsc, hd95
+
+
+def code_string(code: Sequence[bool]) -> str:
+    return "".join("1" if c else "0" for c in code)
+
+
+def predict_combinations(model_folder: str, fold: int | str, images_dir: str, out_dir: str, model_name: str,
+                         device: str = "cpu", checkpoint: str = "checkpoint_final.pth",
+                         progress: tqdm | None = None) -> dict[str, dict[str, str]]:
+    """Predict every case under every channel combination; returns {case: {code: prediction path}}.
+
+    Combinations that need a channel the case lacks are skipped. Existing predictions are kept.
+    """
+    import torch
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(perform_everything_on_device=device == "cuda", device=torch.device(device),
+                                allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(model_folder, use_folds=(fold,), checkpoint_name=checkpoint)
+    dataset_json, plans, config = predictor.dataset_json, predictor.plans_manager, predictor.configuration_manager
+    names = channel_names(dataset_json)
+    preprocessor = config.preprocessor_class(verbose=False)
+    writer = plans.image_reader_writer_class()
+    ending = dataset_json["file_ending"]
+    outputs: dict[str, dict[str, str]] = {}
+    for case in list_cases(images_dir, None, dataset_json):
+        files = [case.images[c] for c in sorted(case.images)]
+        targets = {code_string(code): os.path.join(out_dir, model_name, combination_name(code, names),
+                                                   case.name + ending) for code in all_combinations(len(names))}
+        outputs[case.name] = {}
+        data = properties = None
+        for code in all_combinations(len(names)):
+            key, path = code_string(code), targets[code_string(code)]
+            if os.path.isfile(path):
+                outputs[case.name][key] = path
+            else:
+                if data is None:
+                    data, _, properties = preprocessor.run_case(files, None, plans, config, dataset_json)
+                if any(c and not a for c, a in zip(code, properties["available_channels"])):
+                    if progress is not None:
+                        progress.update()
+                    continue
+                masked = torch.from_numpy(data * np.asarray(code, dtype=np.float32)[:, None, None, None])
+                logits = predictor.predict_logits_from_preprocessed_data(masked).cpu()
+                segmentation = convert_predicted_logits_to_segmentation_with_correct_shape(
+                    logits, plans, config, predictor.label_manager, properties)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = path[: -len(ending)] + ".partial" + ending
+                writer.write_seg(segmentation, tmp, properties)
+                os.replace(tmp, path)
+                outputs[case.name][key] = path
+            if progress is not None:
+                progress.update()
+    return outputs
+
+
+def score_predictions(predictions: dict[str, dict[str, str]], labels_dir: str, dataset_json: dict, model: str,
+                      convention: EmptyMaskConvention) -> list[dict]:
+    """One row per case × combination × region."""
+    import SimpleITK as sitk
+
+    names = channel_names(dataset_json)
+    rows = []
+    for case, by_code in predictions.items():
+        reference_image = sitk.ReadImage(os.path.join(labels_dir, case + dataset_json["file_ending"]))
+        spacing = reference_image.GetSpacing()[::-1]  # numpy axis order
+        references = region_masks(sitk.GetArrayFromImage(reference_image), dataset_json)
+        for key, path in by_code.items():
+            predicted = region_masks(sitk.GetArrayFromImage(sitk.ReadImage(path)), dataset_json)
+            code = [c == "1" for c in key]
+            for region, reference in references.items():
+                dsc, hd95 = dice_and_hd95(predicted[region], reference, spacing, convention)
+                rows.append({"model": model, "case": case, "combination": combination_name(code, names),
+                             "code": key, "region": region, "dsc": dsc, "hd95": hd95})
+    return rows
+
+
+def summarise(rows: list[dict], dataset_json: dict, reference_model: str | None = None) -> dict:
+    """Mean DSC/HD95 per model, region and combination, the average over combinations, and paired
+    Wilcoxon signed-rank tests (over cases, on the per-case average DSC) of every model against
+    ``reference_model`` (default: the last model)."""
+    from scipy.stats import wilcoxon
+
+    names = channel_names(dataset_json)
+    codes = [code_string(c) for c in all_combinations(len(names))]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    regions = list(dict.fromkeys(r["region"] for r in rows))
+    reference_model = reference_model or models[-1]
+    summary = {"channels": names, "combinations": codes, "models": models, "regions": regions,
+               "reference_model": reference_model, "results": {}}
+    per_case: dict[tuple, dict[str, float]] = {}
+    for model in models:
+        summary["results"][model] = {}
+        for region in regions:
+            selected = [r for r in rows if r["model"] == model and r["region"] == region]
+            entry = {}
+            for code in codes:
+                values = [r for r in selected if r["code"] == code]
+                if values:
+                    entry[code] = {"dsc": float(np.mean([v["dsc"] for v in values])),
+                                   "hd95": float(np.mean([v["hd95"] for v in values])), "n": len(values)}
+            entry["avg"] = {"dsc": float(np.mean([v["dsc"] for v in entry.values()])),
+                            "hd95": float(np.mean([v["hd95"] for v in entry.values()]))}
+            summary["results"][model][region] = entry
+            cases = sorted({r["case"] for r in selected})
+            per_case[(model, region)] = {c: float(np.mean([r["dsc"] for r in selected if r["case"] == c]))
+                                         for c in cases}
+    summary["wilcoxon"] = {}
+    for model in models:
+        if model == reference_model:
+            continue
+        summary["wilcoxon"][model] = {}
+        for region in regions:
+            ours, theirs = per_case[(reference_model, region)], per_case[(model, region)]
+            common = sorted(set(ours) & set(theirs))
+            differences = [ours[c] - theirs[c] for c in common]
+            p = float(wilcoxon(differences).pvalue) if any(d != 0 for d in differences) else 1.0
+            summary["wilcoxon"][model][region] = {"p": p, "n_cases": len(common)}
+    return summary
+
+
+def table1_markdown(summary: dict, alpha: float = 0.05) -> str:
+    """The paper's Table 1 layout: ●/○ per modality and combination, Avg., a row per model and
+    region with DSC in %, the best value per column and region in bold, * where the reference
+    model's average is significantly better (paired Wilcoxon, p < alpha)."""
+    codes, names = summary["combinations"], summary["channels"]
+    lines = []
+    for i, name in enumerate(names):
+        head = "Region | Model" if i == 0 else " | "
+        marks = " | ".join("●" if code[i] == "1" else "○" for code in codes)
+        lines.append(f"| {head} | {name} | {marks} | {'Avg.' if i == 0 else ''} |")
+        if i == 0:
+            lines.append("|" + "---|" * (len(codes) + 4))
+    for region in summary["regions"]:
+        columns = codes + ["avg"]
+        best = {c: max(summary["results"][m][region].get(c, {"dsc": -1})["dsc"] for m in summary["models"])
+                for c in columns}
+        for model in summary["models"]:
+            entry = summary["results"][model][region]
+            cells = []
+            for c in columns:
+                if c not in entry:
+                    cells.append("–")
+                    continue
+                text = f"{100 * entry[c]['dsc']:.2f}"
+                if c == "avg" and summary["wilcoxon"].get(model, {}).get(region, {}).get("p", 1.0) < alpha:
+                    text += "*"
+                cells.append(f"**{text}**" if np.isclose(entry[c]["dsc"], best[c]) else text)
+            lines.append(f"| {region} | {model} |  | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def heatmap(summary: dict, path: str) -> None:
+    """DSC per combination (rows) and region (columns), one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models, regions, codes = summary["models"], summary["regions"], summary["combinations"]
+    names = summary["channels"]
+    fig, axes = plt.subplots(1, len(models), figsize=(3 + 2.2 * len(models) * len(regions) / 3, 0.35 * len(codes) + 2),
+                             squeeze=False)
+    for ax, model in zip(axes[0], models):
+        values = np.array([[summary["results"][model][r].get(c, {"dsc": np.nan})["dsc"] for r in regions]
+                           for c in codes])
+        ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(regions)), regions, rotation=30, ha="right")
+        ax.set_yticks(range(len(codes)), [combination_name([b == "1" for b in c], names) for c in codes])
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=7)
+        ax.set_title(model, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate(models: Sequence[tuple[str, str]], fold: int | str, images_dir: str, labels_dir: str, out_dir: str,
+             device: str = "cpu", convention: EmptyMaskConvention = EmptyMaskConvention(),
+             checkpoint: str = "checkpoint_final.pth") -> dict:
+    """``models`` is a list of (name, trained model folder). Writes results.csv, summary.json,
+    summary.md and heatmap.png into ``out_dir``; returns the summary."""
+    with open(os.path.join(models[0][1], "dataset.json")) as f:
+        dataset_json = json.load(f)
+    num_cases = len(list_cases(images_dir, None, dataset_json))
+    total = len(models) * num_cases * len(all_combinations(len(channel_names(dataset_json))))
+    rows: list[dict] = []
+    os.makedirs(out_dir, exist_ok=True)
+    with tqdm(total=total, desc="Predicting cases × combinations") as progress:
+        for name, folder in models:
+            predictions = predict_combinations(folder, fold, images_dir, os.path.join(out_dir, "predictions"),
+                                               name, device, checkpoint, progress)
+            rows += score_predictions(predictions, labels_dir, dataset_json, name, convention)
+    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarise(rows, dataset_json)
+    summary["empty_mask_convention"] = asdict(convention)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write(table1_markdown(summary))
+    heatmap(summary, os.path.join(out_dir, "heatmap.png"))
+    return summary

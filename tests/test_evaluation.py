@@ -1,0 +1,88 @@
+"""Metrics, empty-mask conventions, the Table-1 layout and the summary statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnunet_dsmm.evaluation import EmptyMaskConvention, dice_and_hd95, region_masks, summarise, table1_markdown
+from nnunet_dsmm.modalities import all_combinations, combination_name
+
+BRATS_JSON = {"channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"},
+              "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]},
+              "regions_class_order": [1, 2, 3], "file_ending": ".nii.gz"}
+
+
+def cube(offset=(0, 0, 0), size=3, shape=(12, 12, 12)):
+    mask = np.zeros(shape, dtype=bool)
+    x, y, z = (2 + o for o in offset)
+    mask[x:x + size, y:y + size, z:z + size] = True
+    return mask
+
+
+def test_hand_computable_case():
+    # two 3x3x3 cubes shifted by 2 voxels along the last axis: overlap 3x3x1 = 9 voxels
+    dsc, hd95 = dice_and_hd95(cube((0, 0, 2)), cube(), spacing=(1.0, 1.0, 1.0))
+    assert dsc == pytest.approx(2 * 9 / (27 + 27))
+    assert hd95 == pytest.approx(2.0)
+    # the distance is in the units of the spacing of that axis
+    assert dice_and_hd95(cube((0, 0, 2)), cube(), spacing=(1.0, 1.0, 2.5))[1] == pytest.approx(5.0)
+    assert dice_and_hd95(cube(), cube(), spacing=(1, 1, 1)) == (pytest.approx(1.0), pytest.approx(0.0))
+
+
+def test_empty_mask_conventions_default_to_brats_and_are_configurable():
+    empty = np.zeros((12, 12, 12), dtype=bool)
+    assert dice_and_hd95(empty, empty, (1, 1, 1)) == (1.0, 0.0)
+    assert dice_and_hd95(cube(), empty, (1, 1, 1)) == (0.0, 373.13)
+    assert dice_and_hd95(empty, cube(), (1, 1, 1)) == (0.0, 373.13)
+    custom = EmptyMaskConvention(both_empty_dsc=float("nan"), both_empty_hd95=float("nan"), one_empty_hd95=100.0)
+    assert np.isnan(dice_and_hd95(empty, empty, (1, 1, 1), custom)[0])
+    assert dice_and_hd95(cube(), empty, (1, 1, 1), custom) == (0.0, 100.0)
+
+
+def test_regions_from_dataset_json_and_labels_otherwise():
+    seg = np.array([0, 1, 2, 3])
+    masks = region_masks(seg, BRATS_JSON)
+    assert {k: v.tolist() for k, v in masks.items()} == {
+        "whole tumor": [False, True, True, True], "tumor core": [False, False, True, True],
+        "enhancing tumor": [False, False, False, True]}
+    plain = region_masks(seg, {"labels": {"background": 0, "liver": 1, "tumour": 2}})
+    assert list(plain) == ["liver", "tumour"] and plain["tumour"].tolist() == [False, False, True, False]
+
+
+def synthetic_rows(rng):
+    rows = []
+    names = ["FLAIR", "T1", "T1ce", "T2"]
+    for model, shift in (("baseline", 0.0), ("ours", 0.1)):
+        for case in range(8):
+            for code in all_combinations(4):
+                key = "".join("1" if c else "0" for c in code)
+                for region in ("whole tumor", "tumor core", "enhancing tumor"):
+                    rows.append({"model": model, "case": f"c{case}", "combination": combination_name(code, names),
+                                 "code": key, "region": region, "dsc": 0.5 + shift + rng.normal(0, 0.01),
+                                 "hd95": 10 - shift})
+    return rows
+
+
+def test_summary_and_paired_wilcoxon():
+    summary = summarise(synthetic_rows(np.random.default_rng(0)), BRATS_JSON)
+    assert summary["reference_model"] == "ours" and len(summary["combinations"]) == 15
+    ours = summary["results"]["ours"]["whole tumor"]["avg"]["dsc"]
+    base = summary["results"]["baseline"]["whole tumor"]["avg"]["dsc"]
+    assert ours == pytest.approx(base + 0.1, abs=0.01)
+    # 8 cases all better: the exact two-sided p of the signed-rank test is 2 / 2^8
+    assert summary["wilcoxon"]["baseline"]["whole tumor"]["p"] == pytest.approx(2 / 2**8)
+
+
+def test_table1_layout():
+    summary = summarise(synthetic_rows(np.random.default_rng(0)), BRATS_JSON)
+    lines = table1_markdown(summary).strip().splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[:3] == ["Region", "Model", "FLAIR"] and header[-1] == "Avg."
+    marks = [[cell.strip() for cell in line.strip("|").split("|")][3:18] for line in (lines[0], *lines[2:5])]
+    codes = ["".join("1" if m == "●" else "0" for m in column) for column in zip(*marks)]
+    assert codes == summary["combinations"]
+    assert [line.split("|")[2].strip() for line in lines[5:]] == ["baseline", "ours"] * 3
+    ours_row, base_row = lines[6], lines[5]
+    assert ours_row.count("**") == 2 * 16 and "**" not in base_row   # best per column in bold
+    assert base_row.rstrip(" |").endswith("*")                        # significantly worse than the reference
