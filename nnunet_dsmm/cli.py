@@ -146,6 +146,26 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_recover(args) -> int:
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    from nnunet_dsmm.recovery import RecoveryError, recover
+
+    folder = get_output_folder(args.d, args.tr, args.p, args.c)
+    try:
+        report = recover(folder, args.f, args.i, args.o, args.hide, args.cases, args.device, args.checkpoint)
+    except RecoveryError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    for case, entry in report["cases"].items():
+        print(f"{case}: recovered {', '.join(entry['recovered'])}; preview {entry['preview']}")
+        for name, metric in entry["metrics"].items():
+            print(f"  {name}: PSNR {metric['psnr']:.2f} dB, SSIM {metric['ssim']:.3f}")
+    if not report["cases"]:
+        print("No case has a missing channel (use --hide to hide a real one).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet_dsmm", description="nnU-Net v2 plugin for dual-stage missing "
                                      "MRI modalities: dataset tools.")
@@ -200,6 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--empty-one", type=float, nargs=2, default=(0.0, 373.13), metavar=("DSC", "HD95"),
                     help="scores when exactly one of them is empty (BraTS: 0 373.13)")
     ev.set_defaults(func=_cmd_evaluate)
+
+    rec = sub.add_parser("recover", help="write the missing modalities that a DSMMTrainer model reconstructs")
+    rec.add_argument("-d", required=True, help="dataset ID or name")
+    rec.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
+    rec.add_argument("-p", default="DSMMPlans", help="plans identifier (default DSMMPlans)")
+    rec.add_argument("-tr", default="DSMMTrainer", help="a trainer with a recovery module (default DSMMTrainer)")
+    rec.add_argument("-f", default="0", help="fold (default 0)")
+    rec.add_argument("-i", required=True, help="images folder (nnU-Net raw naming); never written to")
+    rec.add_argument("-o", required=True, help="output folder for CASE_XXXX files, previews and metrics")
+    rec.add_argument("--hide", nargs="+", default=[], metavar="CHANNEL",
+                     help="hide these real channels (names from dataset.json) and report PSNR/SSIM against them")
+    rec.add_argument("--cases", nargs="+", help="only these cases")
+    rec.add_argument("-device", default="cuda", choices=("cpu", "cuda"), help="default cuda")
+    rec.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name")
+    rec.set_defaults(func=_cmd_recover)
     return parser
 
 

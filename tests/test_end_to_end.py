@@ -192,3 +192,32 @@ def test_evaluate_every_combination_and_resume(planned, staged, dsmm_trained, tm
     run_cmd(command, env)
     assert {p: p.stat().st_mtime_ns for p in predictions} == stamps, "a re-run must reuse existing predictions"
     assert len(list(csv.DictReader((out / "results.csv").open()))) == len(rows)
+
+
+def test_recover_hidden_and_absent_channels_without_touching_the_inputs(planned, dsmm_trained, tmp_path):
+    _, folder, manifest, env = planned
+    case = manifest["test_cases"][0]
+    images = tmp_path / "images"
+    images.mkdir()
+    for c in (0, 1, 3):  # T1ce absent
+        (images / f"{case}_{c:04d}.nii.gz").write_bytes((folder / "imagesTs" / f"{case}_{c:04d}.nii.gz").read_bytes())
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    refused = run_cmd(["nnunet_dsmm", "recover", "-d", str(DATASET_ID), "-c", "3d_fullres", "-i", str(images),
+                       "-o", str(images), "-device", "cpu"], env, check=False)
+    assert refused.returncode != 0 and "never written next to the inputs" in refused.stderr
+
+    out = tmp_path / "recovered"
+    run_cmd(["nnunet_dsmm", "recover", "-d", str(DATASET_ID), "-c", "3d_fullres", "-i", str(images), "-o", str(out),
+             "--hide", "T2", "-device", "cpu"], env)
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+    written = sorted(p.name for p in out.glob("*.nii.gz"))
+    assert written == [f"{case}_0002.nii.gz", f"{case}_0003.nii.gz"]  # absent T1ce and hidden T2
+    reference = sitk.ReadImage(str(images / f"{case}_0000.nii.gz"))
+    for name in written:
+        image = sitk.ReadImage(str(out / name))
+        assert image.GetSize() == reference.GetSize()
+        assert np.allclose(image.GetOrigin(), reference.GetOrigin())
+        assert np.isfinite(sitk.GetArrayFromImage(image)).all() and sitk.GetArrayFromImage(image).any()
+    metrics = json.loads((out / "recovery_metrics.json").read_text())["cases"][case]["metrics"]
+    assert set(metrics) == {"T2"} and np.isfinite(metrics["T2"]["psnr"]) and -1 <= metrics["T2"]["ssim"] <= 1
+    assert (out / f"{case}_recovery_preview.png").stat().st_size > 0

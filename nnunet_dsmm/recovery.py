@@ -1,0 +1,166 @@
+"""Export the modalities that a trained DSMMTrainer's recovery module M_rec reconstructs.
+
+Each case is preprocessed as for prediction; M_rec completes the missing channels (x̂_full keeps
+the real ones); each recovered channel is brought back to the input geometry (resampling, crop
+and transpose reverted as nnU-Net does for its predictions) and written as ``CASE_XXXX`` so that
+nnU-Net would read it as that channel. Values are in the dataset's intensity scale: the
+case-normalised reconstruction times the channel's foreground std plus mean from the plans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from nnunet_dsmm.modalities import channel_names
+from nnunet_dsmm.raw_data import RawDataError, list_cases
+
+
+class RecoveryError(RuntimeError):
+    """The model or the output location cannot be used for recovery."""
+
+
+def _check_output_location(out_dir: str, images_dir: str, input_files: Sequence[str]) -> None:
+    out, images = os.path.realpath(out_dir), os.path.realpath(images_dir)
+    if out == images:
+        raise RecoveryError(f"nnunet-dsmm: the output folder {out_dir} is the input folder; recovered channels are "
+                            f"never written next to the inputs (choose another -o)")
+    inputs = {os.path.realpath(f) for f in input_files}
+    if any(os.path.dirname(f) == out for f in inputs):
+        raise RecoveryError(f"nnunet-dsmm: {out_dir} holds input files; choose another output folder")
+
+
+def _divisible_pad(data: np.ndarray, factors: Sequence[int]) -> tuple[np.ndarray, tuple]:
+    pads = [(0, (-s) % f) for s, f in zip(data.shape[1:], factors)]
+    return np.pad(data, [(0, 0), *pads]), tuple(slice(0, s) for s in data.shape[1:])
+
+
+def _to_input_geometry(volume: np.ndarray, properties: dict, plans_manager, configuration_manager) -> np.ndarray:
+    """(C, ...) preprocessed-space array → input space, as nnU-Net reverts its predictions."""
+    from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+
+    spacing = [properties["spacing"][i] for i in plans_manager.transpose_forward]
+    current = configuration_manager.spacing
+    if len(current) != len(properties["shape_after_cropping_and_before_resampling"]):
+        current = [spacing[0], *current]
+    resampled = np.asarray(configuration_manager.resampling_fn_probabilities(
+        volume, properties["shape_after_cropping_and_before_resampling"], current, spacing), dtype=np.float32)
+    full = np.zeros((volume.shape[0], *properties["shape_before_cropping"]), dtype=np.float32)
+    for c in range(volume.shape[0]):
+        full[c] = insert_crop_into_image(full[c], resampled[c], properties["bbox_used_for_cropping"])
+    return full.transpose([0] + [i + 1 for i in plans_manager.transpose_backward])
+
+
+def _preview(path: str, names: Sequence[str], inputs: np.ndarray, available: Sequence[bool],
+             recovered: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [(f"{names[c]} (input)", inputs[c]) for c in range(len(names)) if available[c]]
+    for c, volume in recovered.items():
+        columns.append((f"{names[c]} (recovered)", volume))
+        if c in truth:
+            columns.append((f"{names[c]} (hidden real)", truth[c]))
+    slices = [int(f * inputs.shape[1]) for f in (0.35, 0.5, 0.65)]
+    fig, axes = plt.subplots(len(slices), len(columns), figsize=(2.2 * len(columns), 2.2 * len(slices)),
+                             squeeze=False)
+    for j, (title, volume) in enumerate(columns):
+        low, high = np.percentile(volume[volume != 0], (1, 99)) if np.any(volume) else (0, 1)
+        for i, z in enumerate(slices):
+            axes[i][j].imshow(volume[z], cmap="gray", vmin=low, vmax=high)
+            axes[i][j].axis("off")
+        axes[0][j].set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def recover(model_folder: str, fold: int | str, images_dir: str, out_dir: str, hide: Sequence[str] = (),
+            cases: Sequence[str] | None = None, device: str = "cpu",
+            checkpoint: str = "checkpoint_final.pth") -> dict:
+    """Write recovered channels, a preview PNG per case and ``recovery_metrics.json`` (PSNR/SSIM of
+    hidden channels, computed in the normalised space inside the nonzero region)."""
+    import SimpleITK as sitk
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    predictor = nnUNetPredictor(perform_everything_on_device=False, device=torch.device(device), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(model_folder, use_folds=(fold,), checkpoint_name=checkpoint)
+    network = predictor.network
+    if not hasattr(network, "complete"):
+        raise RecoveryError(f"nnunet-dsmm: the model in {model_folder} has no recovery module; use a DSMMTrainer "
+                            f"model (or one of its ablations)")
+    network.load_state_dict(predictor.list_of_parameters[0])
+    network.eval().to(device)
+    dataset_json, plans, config = predictor.dataset_json, predictor.plans_manager, predictor.configuration_manager
+    names = channel_names(dataset_json)
+    unknown = [h for h in hide if h not in names]
+    if unknown:
+        raise RecoveryError(f"nnunet-dsmm: --hide {unknown} are not channels of this dataset ({', '.join(names)})")
+    hidden = np.array([n in hide for n in names])
+    all_cases = list_cases(images_dir, None, dataset_json)
+    if cases:
+        missing = sorted(set(cases) - {c.name for c in all_cases})
+        if missing:
+            raise RawDataError(f"nnunet-dsmm: cases {missing} not found in {images_dir}")
+        all_cases = [c for c in all_cases if c.name in cases]
+    _check_output_location(out_dir, images_dir, [f for c in all_cases for f in c.images.values()])
+    os.makedirs(out_dir, exist_ok=True)
+    factors = np.prod(np.array(config.pool_op_kernel_sizes), axis=0).astype(int).tolist()
+    preprocessor = config.preprocessor_class(verbose=False)
+    intensity = plans.foreground_intensity_properties_per_channel
+    report: dict = {"model": model_folder, "hidden": list(hide), "cases": {}}
+    for case in all_cases:
+        files = [case.images[c] for c in sorted(case.images)]
+        data, _, properties = preprocessor.run_case(files, None, plans, config, dataset_json)
+        real_available = np.array(properties["available_channels"])
+        available = real_available & ~hidden
+        targets = np.flatnonzero(~available)
+        if targets.size == 0 or not available.any():
+            continue
+        inputs = data * available[:, None, None, None]
+        padded, crop = _divisible_pad(inputs, factors)
+        with torch.no_grad():
+            x = torch.from_numpy(padded[None]).to(device)
+            completed = network.complete(x, torch.from_numpy(available[None]).to(device))[0].cpu().numpy()
+        completed = completed[(slice(None), *crop)]
+        geometry = properties["sitk_stuff"]
+        restored = _to_input_geometry(completed[targets], properties, plans, config)
+        brain = _to_input_geometry((np.abs(inputs).sum(0, keepdims=True) > 0).astype(np.float32), properties,
+                                   plans, config)[0] > 0.5
+        entry = {"recovered": {}, "metrics": {}}
+        recovered_views, truth_views = {}, {}
+        for k, c in enumerate(targets):
+            stats = intensity[str(c)]
+            volume = np.where(brain, restored[k] * stats["std"] + stats["mean"], 0).astype(np.float32)
+            image = sitk.GetImageFromArray(volume)
+            image.SetSpacing(geometry["spacing"])
+            image.SetOrigin(geometry["origin"])
+            image.SetDirection(geometry["direction"])
+            path = os.path.join(out_dir, f"{case.name}_{c:04d}{dataset_json['file_ending']}")
+            sitk.WriteImage(image, path, useCompression=True)
+            entry["recovered"][names[c]] = path
+            recovered_views[c] = completed[c]
+            if hidden[c] and real_available[c]:
+                mask = np.abs(inputs).sum(0) > 0
+                truth, guess = data[c][mask], completed[c][mask]
+                data_range = float(truth.max() - truth.min())
+                entry["metrics"][names[c]] = {
+                    "psnr": float(peak_signal_noise_ratio(truth, guess, data_range=data_range)),
+                    "ssim": float(structural_similarity(data[c], np.where(mask, completed[c], 0),
+                                                        data_range=data_range)),
+                }
+                truth_views[c] = data[c]
+        preview = os.path.join(out_dir, f"{case.name}_recovery_preview.png")
+        _preview(preview, names, data, available, recovered_views, truth_views)
+        entry["preview"] = preview
+        report["cases"][case.name] = entry
+    with open(os.path.join(out_dir, "recovery_metrics.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
