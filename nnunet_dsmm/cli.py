@@ -166,6 +166,13 @@ def _cmd_recover(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from nnunet_dsmm.demo import run_demo
+
+    run_demo(args.output, args.device, args.budget, args.fm_ratio, args.seed)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet_dsmm", description="nnU-Net v2 plugin for dual-stage missing "
                                      "MRI modalities: dataset tools.")
@@ -235,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-device", default="cuda", choices=("cpu", "cuda"), help="default cuda")
     rec.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name")
     rec.set_defaults(func=_cmd_recover)
+
+    demo = sub.add_parser("demo", help="the whole method on a synthetic dataset, end to end (about 15 min on CPU)")
+    demo.add_argument("-o", "--output", default="dsmm_demo", help="empty output folder (default ./dsmm_demo)")
+    demo.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="default cpu")
+    demo.add_argument("--budget", default="cpu", choices=("cpu", "gpu"),
+                      help="data size, network width and schedules (cpu: ~15 min on 2 cores; gpu: larger)")
+    demo.add_argument("--fm-ratio", type=float, default=0.1, help="full-modal share of training cases (default 0.1)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -1,0 +1,217 @@
+"""``nnunet_dsmm demo``: the whole method on the embedded synthetic default, end to end.
+
+Synthesise a BraTS-like dataset with dual-stage missing modalities, check it, plan and
+preprocess with the stock command, train the baseline (stage 1), pre-training (stage 2) and
+DSMMTrainer (stage 3) with a schedule and a network sized for the budget, evaluate both models on
+every combination, recover a hidden modality, and draw Fig.-4-style overlays. Every step runs the
+real command as a subprocess with its own nnU-Net folders under the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+DATASET_ID = 990
+DATASET_NAME = f"Dataset{DATASET_ID}_DSMMDemo"
+CONFIGURATION = "3d_demo"
+REGION_COLOURS = {"whole tumor": (0.9, 0.1, 0.1), "tumor core": (0.1, 0.8, 0.1), "enhancing tumor": (0.6, 0.2, 0.8)}
+
+
+@dataclass(frozen=True)
+class DemoBudget:
+    """Size of the synthetic data, the network and the three schedules."""
+
+    shape: int
+    num_train: int
+    num_test: int
+    max_features: int
+    teacher_epochs: int
+    pretrain_epochs: int
+    dsmm_epochs: int
+    iterations: int
+    val_iterations: int
+
+
+BUDGETS = {
+    "cpu": DemoBudget(shape=40, num_train=24, num_test=4, max_features=64, teacher_epochs=20, pretrain_epochs=8,
+                      dsmm_epochs=20, iterations=12, val_iterations=2),
+    "gpu": DemoBudget(shape=64, num_train=60, num_test=10, max_features=320, teacher_epochs=100,
+                      pretrain_epochs=50, dsmm_epochs=100, iterations=100, val_iterations=10),
+}
+
+
+def _say(message: str) -> None:
+    print(f"[nnunet_dsmm demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _run(args: list[str], env: dict, log_path: str, show=("Epoch ", "Pseudo dice", "Mean Validation")) -> None:
+    """Run a console script of this environment; stream a few progress lines, keep the full log."""
+    executable = os.path.join(os.path.dirname(sys.executable), args[0])
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([executable, *args[1:]], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            log.write(line)
+            if any(s in line for s in show):
+                print("    " + line.rstrip()[-110:], flush=True)
+        if process.wait() != 0:
+            raise RuntimeError(f"nnunet-dsmm demo: '{' '.join(args)}' failed; see {log_path}")
+
+
+def add_demo_configuration(plans_file: str, max_features: int) -> None:
+    """Add ``3d_demo`` to the plans: 3d_fullres (same preprocessed data) with features capped."""
+    with open(plans_file) as f:
+        plans = json.load(f)
+    architecture = json.loads(json.dumps(plans["configurations"]["3d_fullres"]["architecture"]))
+    kwargs = architecture["arch_kwargs"]
+    kwargs["features_per_stage"] = [min(f, max_features) for f in kwargs["features_per_stage"]]
+    plans["configurations"][CONFIGURATION] = {"inherits_from": "3d_fullres", "architecture": architecture}
+    with open(plans_file, "w") as f:
+        json.dump(plans, f, indent=2)
+
+
+def draw_overlays(image_file: str, label_file: str, predictions: dict[str, dict[str, str]], dataset_json: dict,
+                  out_dir: str) -> list[str]:
+    """One PNG per combination: FLAIR slice with the reference and each model's WT/TC/ET."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+
+    from nnunet_dsmm.evaluation import region_masks
+
+    background = sitk.GetArrayFromImage(sitk.ReadImage(image_file))
+    label = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
+    z = int(np.argmax((label > 0).sum(axis=(1, 2))))
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    combinations = next(iter(predictions.values()))
+    for index, combination in enumerate(combinations):
+        panels = [("reference", label)] + [(model, sitk.GetArrayFromImage(sitk.ReadImage(paths[combination])))
+                                           for model, paths in predictions.items()]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
+        for ax, (title, seg) in zip(axes, panels):
+            ax.imshow(background[z], cmap="gray")
+            overlay = np.zeros((*seg.shape[1:], 4))
+            for region, mask in region_masks(seg[z], dataset_json).items():
+                overlay[mask] = (*REGION_COLOURS.get(region, (1, 1, 0)), 0.55)
+            ax.imshow(overlay)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        fig.suptitle(f"input: {combination}  (red WT, green TC, purple ET)", fontsize=9)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{index:02d}_{combination}.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_ratio: float = 0.1,
+             seed: int = 0) -> dict:
+    budget = BUDGETS[budget_name]
+    out_dir = os.path.abspath(out_dir)
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise SystemExit(f"nnunet_dsmm demo: {out_dir} is not empty; choose a new output folder")
+    start = time.time()
+    folders = {k: os.path.join(out_dir, k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    logs, figures = os.path.join(out_dir, "logs"), os.path.join(out_dir, "figures")
+    for path in (*folders.values(), logs, figures):
+        os.makedirs(path, exist_ok=True)
+    env = {**os.environ, **folders, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": os.environ.get(
+        "nnUNet_n_proc_DA", "1" if device == "cpu" else "8"), "DSMM_NUM_ITERATIONS_PER_EPOCH": str(budget.iterations),
+        "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": str(budget.val_iterations)}
+    if "DSMM_TEXT_ENCODER" not in os.environ and "DSMM_CLIP_PRETRAINED" not in os.environ:
+        env["DSMM_TEXT_ENCODER"] = "untrained"
+        _say("OFFLINE: no CLIP weights configured, so the text encoder is an UNTRAINED open_clip tower "
+             "(DSMM_TEXT_ENCODER=untrained): prompts tell combinations apart but carry no language prior. "
+             "Set DSMM_CLIP_PRETRAINED=/path/to/checkpoint for the paper's setting.")
+    raw = os.path.join(folders["nnUNet_raw"], DATASET_NAME)
+    timings = {}
+
+    def step(name: str, args: list[str], **extra_env: str) -> None:
+        _say(f"{name} ...")
+        t = time.time()
+        _run(args, {**env, **extra_env}, os.path.join(logs, name.replace(" ", "_") + ".log"))
+        timings[name] = round(time.time() - t, 1)
+        _say(f"{name} done in {timings[name]:.0f} s")
+
+    step("synthesise", ["nnunet_dsmm", "synth", "-o", raw, "--num-train", str(budget.num_train), "--num-test",
+                        str(budget.num_test), "--shape", *[str(budget.shape)] * 3, "--fm-ratio", str(fm_ratio),
+                        "--seed", str(seed), "--name", "DSMMDemo"])
+    check = subprocess.run([os.path.join(os.path.dirname(sys.executable), "nnunet_dsmm"), "check", "--raw", raw,
+                            "--no-progress", "--json"], env=env, capture_output=True, text=True, check=True)
+    training = json.loads(check.stdout)["splits"]["imagesTr"]
+    _say(f"check: no errors; training FM ratio {100 * training['full_modal_ratio']:.0f}%, combinations:")
+    names = ["FLAIR", "T1", "T1ce", "T2"]
+    for entry in training["combinations"]:
+        present = "+".join(n for n, a in zip(names, entry["available"]) if a)
+        print(f"    {present:<22} {entry['count']} cases", flush=True)
+    step("plan and preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe",
+                                 "DSMMFingerprintExtractor", "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2",
+                                 "-npfp", "2", "--no_pbar"])
+    add_demo_configuration(os.path.join(folders["nnUNet_preprocessed"], DATASET_NAME, "DSMMPlans.json"),
+                           budget.max_features)
+    for name, trainer, epochs in (("train baseline (stage 1)", "DSMMTeacherTrainer", budget.teacher_epochs),
+                                  ("pre-train (stage 2)", "DSMMPretrainTrainer", budget.pretrain_epochs),
+                                  ("train DSMMTrainer (stage 3)", "DSMMTrainer", budget.dsmm_epochs)):
+        step(name, ["nnUNetv2_train", str(DATASET_ID), CONFIGURATION, "0", "-p", "DSMMPlans", "-tr", trainer,
+                    "-device", device], DSMM_NUM_EPOCHS=str(epochs))
+        curves = os.path.join(folders["nnUNet_results"], DATASET_NAME, f"{trainer}__DSMMPlans__{CONFIGURATION}",
+                              "fold_0", "progress.png")
+        shutil.copy(curves, os.path.join(figures, f"training_curves_{trainer}.png"))
+    evaluation = os.path.join(out_dir, "evaluation")
+    step("evaluate 15 combinations", ["nnunet_dsmm", "evaluate", "-d", str(DATASET_ID), "-c", CONFIGURATION,
+                                      "-p", "DSMMPlans", "-tr", "DSMMTeacherTrainer", "-tr", "DSMMTrainer", "-f", "0",
+                                      "-i", os.path.join(raw, "imagesTs"), "-l", os.path.join(raw, "labelsTs"),
+                                      "-o", evaluation, "-device", device])
+    with open(os.path.join(raw, "missing_manifest.json")) as f:
+        case = json.load(f)["test_cases"][0]
+    recovered = os.path.join(out_dir, "recovered")
+    step("recover hidden T1ce", ["nnunet_dsmm", "recover", "-d", str(DATASET_ID), "-c", CONFIGURATION,
+                                 "-i", os.path.join(raw, "imagesTs"), "-o", recovered, "--hide", "T1ce",
+                                 "--cases", case, "-device", device])
+    with open(os.path.join(raw, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    predictions = {model: {combo: os.path.join(evaluation, "predictions", model, combo, f"{case}.nii.gz")
+                           for combo in sorted(os.listdir(os.path.join(evaluation, "predictions", model)))}
+                   for model in ("DSMMTeacherTrainer", "DSMMTrainer")}
+    overlays = draw_overlays(os.path.join(raw, "imagesTs", f"{case}_0000.nii.gz"),
+                             os.path.join(raw, "labelsTs", f"{case}.nii.gz"), predictions, dataset_json,
+                             os.path.join(figures, "overlays"))
+    shutil.copy(os.path.join(evaluation, "heatmap.png"), os.path.join(figures, "heatmap.png"))
+    shutil.copy(os.path.join(recovered, f"{case}_recovery_preview.png"), os.path.join(figures, "recovery_preview.png"))
+    with open(os.path.join(evaluation, "summary.json")) as f:
+        summary = json.load(f)
+    timings["total"] = round(time.time() - start, 1)
+    means = {m: float(np.mean([summary["results"][m][r]["avg"]["dsc"] for r in summary["regions"]]))
+             for m in summary["models"]}
+    report = {"device": device, "budget": budget.__dict__, "fm_ratio": fm_ratio, "seed": seed,
+              "timings_s": timings, "mean_dsc_over_regions_and_combinations": means,
+              "text_encoder": env.get("DSMM_TEXT_ENCODER", "pretrained")}
+    with open(os.path.join(out_dir, "demo_report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(evaluation, "summary.md")) as f:
+        print("\n" + f.read())
+    print("Mean DSC over the 15 combinations and 3 regions: " +
+          ", ".join(f"{m} {100 * v:.2f}" for m, v in means.items()))
+    print(f"\nFinished in {timings['total'] / 60:.1f} min. Outputs in {out_dir}:")
+    for label, path in (("table", os.path.join(evaluation, "summary.md")),
+                        ("per-case results", os.path.join(evaluation, "results.csv")),
+                        ("heatmap", os.path.join(figures, "heatmap.png")),
+                        ("overlays (one per combination)", os.path.dirname(overlays[0])),
+                        ("recovered modality preview", os.path.join(figures, "recovery_preview.png")),
+                        ("recovered NIfTI", recovered),
+                        ("training curves", figures), ("logs", logs),
+                        ("report", os.path.join(out_dir, "demo_report.json"))):
+        print(f"  {label:32s} {path}")
+    return report

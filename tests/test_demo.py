@@ -1,0 +1,43 @@
+"""Pieces of the demo that the end-to-end tests do not run: the demo configuration and the overlays."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunet_dsmm.demo import CONFIGURATION, add_demo_configuration, draw_overlays
+from nnunet_dsmm.synth import brats_dataset_json
+
+
+def test_demo_configuration_caps_features_and_reuses_the_preprocessed_data(tmp_path):
+    plans = {"dataset_name": "Dataset1_X", "plans_name": "DSMMPlans", "configurations": {"3d_fullres": {
+        "data_identifier": "DSMMPlans_3d_fullres", "batch_size": 2, "patch_size": [32, 32, 32],
+        "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                         "arch_kwargs": {"n_stages": 4, "features_per_stage": [32, 64, 128, 256]},
+                         "_kw_requires_import": []}}}}
+    path = tmp_path / "DSMMPlans.json"
+    path.write_text(json.dumps(plans))
+    add_demo_configuration(str(path), 64)
+    manager = PlansManager(str(path))
+    demo = manager.get_configuration(CONFIGURATION)
+    assert demo.network_arch_init_kwargs["features_per_stage"] == [32, 64, 64, 64]
+    assert demo.data_identifier == "DSMMPlans_3d_fullres" and demo.batch_size == 2
+    assert manager.get_configuration("3d_fullres").network_arch_init_kwargs["features_per_stage"][-1] == 256
+
+
+def test_one_overlay_per_combination(tmp_path):
+    label = np.zeros((8, 10, 12), dtype=np.uint8)
+    label[3:6, 3:7, 4:8] = 1
+    label[4, 4:6, 5:7] = 3
+    for name, array in (("image.nii.gz", label.astype(np.float32) + 1), ("label.nii.gz", label),
+                        ("pred.nii.gz", np.roll(label, 1, axis=2))):
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / name))
+    predictions = {model: {"FLAIR": str(tmp_path / "pred.nii.gz"), "FLAIR+T1": str(tmp_path / "pred.nii.gz")}
+                   for model in ("baseline", "ours")}
+    written = draw_overlays(str(tmp_path / "image.nii.gz"), str(tmp_path / "label.nii.gz"), predictions,
+                            brats_dataset_json(1, "X"), str(tmp_path / "overlays"))
+    assert [p.rsplit("/", 1)[1] for p in written] == ["00_FLAIR.png", "01_FLAIR+T1.png"]
+    assert all((tmp_path / "overlays" / p.rsplit("/", 1)[1]).stat().st_size > 1000 for p in written)
