@@ -138,7 +138,8 @@ def _cmd_evaluate(args) -> int:
                              f"nnUNetv2_train {args.d} {args.c} {args.f} -p {args.p} -tr {trainer}")
         models.append((trainer, folder))
     convention = EmptyMaskConvention(args.empty_both[0], args.empty_both[1], args.empty_one[0], args.empty_one[1])
-    summary = evaluate(models, args.f, args.i, args.l, args.o, args.device, convention, args.checkpoint)
+    summary = evaluate(models, args.f, args.i, args.l, args.o, args.device, convention, args.checkpoint,
+                       use_mirroring=not args.disable_tta)
     with open(os.path.join(args.o, "summary.md")) as f:
         print(f.read())
     print(f"Results: {os.path.join(args.o, 'results.csv')}, {os.path.join(args.o, 'summary.json')}, "
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", required=True, help="output folder; re-running skips predictions already there")
     ev.add_argument("-device", default="cuda", choices=("cpu", "cuda"), help="default cuda")
     ev.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name")
+    ev.add_argument("--disable-tta", action="store_true",
+                    help="no mirroring test-time augmentation (as nnUNetv2_predict --disable_tta; 8x faster in 3D)")
     ev.add_argument("--empty-both", type=float, nargs=2, default=(1.0, 0.0), metavar=("DSC", "HD95"),
                     help="scores when prediction and reference are both empty (BraTS: 1 0)")
     ev.add_argument("--empty-one", type=float, nargs=2, default=(0.0, 373.13), metavar=("DSC", "HD95"),

@@ -33,6 +33,7 @@ class DemoBudget:
     num_train: int
     num_test: int
     max_features: int
+    mirroring: bool
     teacher_epochs: int
     pretrain_epochs: int
     dsmm_epochs: int
@@ -41,9 +42,9 @@ class DemoBudget:
 
 
 BUDGETS = {
-    "cpu": DemoBudget(shape=40, num_train=24, num_test=4, max_features=64, teacher_epochs=20, pretrain_epochs=8,
-                      dsmm_epochs=20, iterations=12, val_iterations=2),
-    "gpu": DemoBudget(shape=64, num_train=60, num_test=10, max_features=320, teacher_epochs=100,
+    "cpu": DemoBudget(shape=40, num_train=24, num_test=4, max_features=64, mirroring=False, teacher_epochs=16,
+                      pretrain_epochs=6, dsmm_epochs=16, iterations=12, val_iterations=2),
+    "gpu": DemoBudget(shape=64, num_train=60, num_test=10, max_features=320, mirroring=True, teacher_epochs=100,
                       pretrain_epochs=50, dsmm_epochs=100, iterations=100, val_iterations=10),
 }
 
@@ -173,7 +174,8 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     step("evaluate 15 combinations", ["nnunet_dsmm", "evaluate", "-d", str(DATASET_ID), "-c", CONFIGURATION,
                                       "-p", "DSMMPlans", "-tr", "DSMMTeacherTrainer", "-tr", "DSMMTrainer", "-f", "0",
                                       "-i", os.path.join(raw, "imagesTs"), "-l", os.path.join(raw, "labelsTs"),
-                                      "-o", evaluation, "-device", device])
+                                      "-o", evaluation, "-device", device]
+         + ([] if budget.mirroring else ["--disable-tta"]))
     with open(os.path.join(raw, "missing_manifest.json")) as f:
         case = json.load(f)["test_cases"][0]
     recovered = os.path.join(out_dir, "recovered")

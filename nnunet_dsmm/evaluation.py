@@ -70,7 +70,7 @@ def code_string(code: Sequence[bool]) -> str:
 
 def predict_combinations(model_folder: str, fold: int | str, images_dir: str, out_dir: str, model_name: str,
                          device: str = "cpu", checkpoint: str = "checkpoint_final.pth",
-                         progress: tqdm | None = None) -> dict[str, dict[str, str]]:
+                         progress: tqdm | None = None, use_mirroring: bool = True) -> dict[str, dict[str, str]]:
     """Predict every case under every channel combination; returns {case: {code: prediction path}}.
 
     Combinations that need a channel the case lacks are skipped. Existing predictions are kept.
@@ -80,7 +80,7 @@ def predict_combinations(model_folder: str, fold: int | str, images_dir: str, ou
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     predictor = nnUNetPredictor(perform_everything_on_device=device == "cuda", device=torch.device(device),
-                                allow_tqdm=False)
+                                use_mirroring=use_mirroring, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(model_folder, use_folds=(fold,), checkpoint_name=checkpoint)
     dataset_json, plans, config = predictor.dataset_json, predictor.plans_manager, predictor.configuration_manager
     names = channel_names(dataset_json)
@@ -242,7 +242,7 @@ def heatmap(summary: dict, path: str) -> None:
 
 def evaluate(models: Sequence[tuple[str, str]], fold: int | str, images_dir: str, labels_dir: str, out_dir: str,
              device: str = "cpu", convention: EmptyMaskConvention = EmptyMaskConvention(),
-             checkpoint: str = "checkpoint_final.pth") -> dict:
+             checkpoint: str = "checkpoint_final.pth", use_mirroring: bool = True) -> dict:
     """``models`` is a list of (name, trained model folder). Writes results.csv, summary.json,
     summary.md and heatmap.png into ``out_dir``; returns the summary."""
     with open(os.path.join(models[0][1], "dataset.json")) as f:
@@ -254,7 +254,7 @@ def evaluate(models: Sequence[tuple[str, str]], fold: int | str, images_dir: str
     with tqdm(total=total, desc="Predicting cases × combinations") as progress:
         for name, folder in models:
             predictions = predict_combinations(folder, fold, images_dir, os.path.join(out_dir, "predictions"),
-                                               name, device, checkpoint, progress)
+                                               name, device, checkpoint, progress, use_mirroring)
             rows += score_predictions(predictions, labels_dir, dataset_json, name, convention)
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
