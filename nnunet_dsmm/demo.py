@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
+
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_DSMMDemo"
 CONFIGURATION = "3d_demo"
@@ -184,9 +186,9 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
                                  "--cases", case, "-device", device])
     with open(os.path.join(raw, "dataset.json")) as f:
         dataset_json = json.load(f)
+    combinations = [combination_name(code, channel_names(dataset_json)) for code in all_combinations(4)]
     predictions = {model: {combo: os.path.join(evaluation, "predictions", model, combo, f"{case}.nii.gz")
-                           for combo in sorted(os.listdir(os.path.join(evaluation, "predictions", model)))}
-                   for model in ("DSMMTeacherTrainer", "DSMMTrainer")}
+                           for combo in combinations} for model in ("DSMMTeacherTrainer", "DSMMTrainer")}
     overlays = draw_overlays(os.path.join(raw, "imagesTs", f"{case}_0000.nii.gz"),
                              os.path.join(raw, "labelsTs", f"{case}.nii.gz"), predictions, dataset_json,
                              os.path.join(figures, "overlays"))
