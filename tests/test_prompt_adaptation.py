@@ -148,3 +148,16 @@ def test_kd_from_available_only_has_no_recovery_term():
     trainer.network.recovery.requires_grad_(False)
     terms = DSMMTrainer.ctd_losses(trainer, real, available, keep, target)
     assert set(terms) == {"task", "kd"}
+
+
+def test_only_variants_that_refine_m_rec_build_it_trainable():
+    from nnunet_dsmm.trainers.dsmm import (
+        DSMMTrainerAvailableKD,
+        DSMMTrainerBinaryCode,
+        DSMMTrainerFrozenRecovery,
+        DSMMTrainerNoCTD,
+    )
+
+    assert DSMMTrainer.refines_recovery() and DSMMTrainerBinaryCode.refines_recovery()
+    assert not any(cls.refines_recovery() for cls in (DSMMTrainerNoCTD, DSMMTrainerFrozenRecovery,
+                                                       DSMMTrainerAvailableKD))

@@ -46,10 +46,18 @@ class DSMMTrainer(DSMMTrainerBase):
     train_recovery: bool = True
 
     @classmethod
+    def refines_recovery(cls) -> bool:
+        """Whether L_Mrec trains M_rec in this variant."""
+        return cls.use_teacher and cls.complete_with_recovery and cls.train_recovery and cls.alpha > 0
+
+    @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
                                    num_output_channels, enable_deep_supervision: bool = True) -> torch.nn.Module:
-        return build_dsmm_network(plans_manager, configuration_manager, num_input_channels, num_output_channels,
-                                  enable_deep_supervision, cls.prompt_source, embedding_dim(cls.text_encoder))
+        """Student + M_rec; M_rec is frozen here (before any DDP wrapping) when the variant does not refine it."""
+        network = build_dsmm_network(plans_manager, configuration_manager, num_input_channels, num_output_channels,
+                                     enable_deep_supervision, cls.prompt_source, embedding_dim(cls.text_encoder))
+        freeze_unused_heads(network.recovery.requires_grad_(cls.refines_recovery()))
+        return network
 
     @property
     def network_module(self):
@@ -64,8 +72,6 @@ class DSMMTrainer(DSMMTrainerBase):
         phi_state = load_frozen_stage(self, "DSMMPretrainTrainer", PRETRAIN_CHECKPOINT_ENV, phi).state_dict()
         net.recovery.load_state_dict(phi_state)
         net.student.load_state_dict(backbone_state(phi_state), strict=False)
-        refine = self.use_teacher and self.complete_with_recovery and self.train_recovery and self.alpha > 0
-        freeze_unused_heads(net.recovery.requires_grad_(refine))
         self.teacher = None
         if self.use_teacher:
             teacher = DSMMTeacherTrainer.build_network_architecture(
