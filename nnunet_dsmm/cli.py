@@ -9,7 +9,7 @@ import sys
 
 from tqdm import tqdm
 
-from nnunet_dsmm.modalities import channel_names
+from nnunet_dsmm.modalities import channel_names, combination_name
 from nnunet_dsmm.raw_data import (
     MISSING_AS,
     RawDataError,
@@ -81,8 +81,7 @@ def _print_report(report: dict) -> None:
         print("  channel combinations:")
         for entry in info["combinations"]:
             code = "".join("●" if a else "○" for a in entry["available"])
-            present = "+".join(n for n, a in zip(names, entry["available"]) if a)
-            print(f"    {code}  {present:<30} {entry['count']}")
+            print(f"    {code}  {combination_name(entry['available'], names):<30} {entry['count']}")
         print(f"  full-modal (FM) ratio: {100 * info['full_modal_ratio']:.1f}%")
     if report["errors"]:
         print(f"\n{len(report['errors'])} error(s):")

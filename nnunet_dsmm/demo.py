@@ -153,12 +153,11 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
                         "--seed", str(seed), "--name", "DSMMDemo"])
     check = subprocess.run([os.path.join(os.path.dirname(sys.executable), "nnunet_dsmm"), "check", "--raw", raw,
                             "--no-progress", "--json"], env=env, capture_output=True, text=True, check=True)
-    training = json.loads(check.stdout)["splits"]["imagesTr"]
+    report = json.loads(check.stdout)
+    training = report["splits"]["imagesTr"]
     _say(f"check: no errors; training FM ratio {100 * training['full_modal_ratio']:.0f}%, combinations:")
-    names = ["FLAIR", "T1", "T1ce", "T2"]
     for entry in training["combinations"]:
-        present = "+".join(n for n, a in zip(names, entry["available"]) if a)
-        print(f"    {present:<22} {entry['count']} cases", flush=True)
+        print(f"    {combination_name(entry['available'], report['channels']):<22} {entry['count']} cases", flush=True)
     step("plan and preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe",
                                  "DSMMFingerprintExtractor", "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2",
                                  "-npfp", "2", "--no_pbar"])

@@ -46,17 +46,15 @@ def case_from_files(image_files: Sequence[str], label_file: str | None, dataset_
     """Group the image files nnU-Net lists for one case by channel index, checking each index."""
     pattern = _file_pattern(dataset_json["file_ending"])
     n = num_channels(dataset_json)
-    name = None
     case = RawCase(name="?", label=label_file)
     for path in image_files:
         match = pattern.match(os.path.basename(path))
         if match is None:
-            raise raw_error(name or "?", path, f"name does not end in _XXXX{dataset_json['file_ending']}")
-        name = match["case"]
-        case.name = name
+            raise raw_error(case.name, path, f"name does not end in _XXXX{dataset_json['file_ending']}")
+        case.name = match["case"]
         channel = int(match["channel"])
         if channel >= n:
-            raise raw_error(name, path, f"channel index {channel:04d} is not declared in dataset.json, "
+            raise raw_error(case.name, path, f"channel index {channel:04d} is not declared in dataset.json, "
                                         f"which has {n} channels (_0000 to _{n - 1:04d})")
         case.images[channel] = path
     if not case.images:

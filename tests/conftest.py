@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
 from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
 
@@ -45,3 +47,10 @@ def make_dataset(root: Path, dataset_id: int, **config) -> tuple[Path, dict]:
 @pytest.fixture
 def tmp_root(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def small_unet(inputs: int, outputs: int, deep_supervision: bool = False) -> PlainConvUNet:
+    """A 3-stage, 4-to-16-feature U-Net of the kind nnU-Net plans, small enough for unit tests."""
+    return PlainConvUNet(inputs, 3, (4, 8, 16), torch.nn.Conv3d, 3, (1, 2, 2), 1, outputs, 1,
+                         norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"affine": True},
+                         nonlin=torch.nn.LeakyReLU, deep_supervision=deep_supervision)

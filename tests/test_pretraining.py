@@ -6,17 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 
 from nnunet_dsmm.losses import reconstruction_loss_eq1
 from nnunet_dsmm.masking import mask_input, spatial_patch_mask
 from nnunet_dsmm.trainers.pretrain import DSMMPretrainTrainer
-
-
-def small_unet(inputs: int, outputs: int) -> PlainConvUNet:
-    return PlainConvUNet(inputs, 3, (4, 8, 16), torch.nn.Conv3d, 3, (1, 2, 2), 1, outputs, 1,
-                         norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"affine": True}, nonlin=torch.nn.LeakyReLU)
+from tests.conftest import small_unet
 
 
 def test_eq1_ignores_missing_channels():

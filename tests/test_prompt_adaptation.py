@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
@@ -15,12 +14,7 @@ from nnunet_dsmm.modalities import all_combinations, prompt
 from nnunet_dsmm.network import DSMMNetwork, PromptAdaptiveUNet, code_from_index, code_index, detect_modality_code
 from nnunet_dsmm.text_encoder import TextEncoderError, embed_prompts
 from nnunet_dsmm.trainers.dsmm import DSMMTrainer
-
-
-def small_unet(inputs: int, outputs: int, deep_supervision: bool = False) -> PlainConvUNet:
-    return PlainConvUNet(inputs, 3, (4, 8, 16), torch.nn.Conv3d, 3, (1, 2, 2), 1, outputs, 1,
-                         norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"affine": True},
-                         nonlin=torch.nn.LeakyReLU, deep_supervision=deep_supervision)
+from tests.conftest import small_unet
 
 
 def test_code_detected_from_the_input():
