@@ -1,4 +1,5 @@
-"""The ``nnunet_dsmm`` command line: ``check``, ``synth``, ``convert-brats``."""
+"""The ``nnunet_dsmm`` command line: ``check``, ``synth``, ``convert-brats``, ``evaluate``, ``recover``,
+``demo`` and ``benchmark``."""
 
 from __future__ import annotations
 
@@ -173,6 +174,60 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_benchmark(args) -> int:
+    from nnunet_dsmm.benchmark import (
+        DEFAULT_TRAINERS,
+        BenchmarkSettings,
+        format_report,
+        run_benchmark,
+        synthetic_plans,
+        write_report,
+    )
+
+    if (args.d is None) == (args.synthetic_plan is None):
+        raise SystemExit("nnunet_dsmm benchmark: give either -d DATASET_ID (a preprocessed dataset) or "
+                         "--synthetic-plan NAME")
+    if args.real_batches and args.d is None:
+        raise SystemExit("nnunet_dsmm benchmark: --real-batches needs -d DATASET_ID with preprocessed data")
+    if args.d is not None:
+        from nnunetv2.paths import nnUNet_preprocessed
+        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+        if not nnUNet_preprocessed.is_set():
+            raise SystemExit("nnunet_dsmm benchmark: the environment variable nnUNet_preprocessed is not set")
+        folder = os.path.join(str(nnUNet_preprocessed), maybe_convert_to_dataset_name(args.d))
+        plans_file = os.path.join(folder, f"{args.p}.json")
+        if not os.path.isfile(plans_file):
+            raise SystemExit(f"nnunet_dsmm benchmark: no plans at {plans_file}; run nnUNetv2_plan_and_preprocess "
+                             f"-d {args.d} -fpe DSMMFingerprintExtractor -pl DSMMPlanner first")
+        with open(plans_file) as f:
+            plans = json.load(f)
+        with open(os.path.join(folder, "dataset.json")) as f:
+            dataset_json = json.load(f)
+        source, configuration = f"{plans['dataset_name']}/{args.p}", args.c
+    else:
+        try:
+            plans, dataset_json = synthetic_plans(args.synthetic_plan)
+        except ValueError as e:
+            raise SystemExit(f"nnunet_dsmm benchmark: {e}") from None
+        source, configuration = f"synthetic:{args.synthetic_plan}", "3d_fullres"
+    if configuration not in plans["configurations"]:
+        raise SystemExit(f"nnunet_dsmm benchmark: configuration {configuration!r} is not in plans {source}; "
+                         f"it has {', '.join(plans['configurations'])}")
+    settings = BenchmarkSettings(device=args.device, steps=args.steps, warmup=args.warmup,
+                                 complete_share=args.complete_share, real_batches=args.real_batches,
+                                 batch_size=args.batch_size, prediction=not args.no_prediction,
+                                 prediction_repeats=args.prediction_repeats, use_mirroring=not args.disable_tta,
+                                 seed=args.seed, trainers=args.tr or list(DEFAULT_TRAINERS))
+    report = run_benchmark(plans, dataset_json, configuration, settings, source,
+                           log=lambda line: print(line, file=sys.stderr))
+    print(format_report(report))
+    if args.json:
+        write_report(report, args.json)
+        print(f"\nAll figures: {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet_dsmm", description="nnU-Net v2 plugin for dual-stage missing "
                                      "MRI modalities: dataset tools.")
@@ -253,6 +308,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fm-ratio", type=float, default=0.1, help="full-modal share of training cases (default 0.1)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("benchmark", help="training-step time and memory, and prediction time, of the DSMM "
+                                             "trainers next to stock nnU-Net on one plan and device")
+    bench.add_argument("-d", help="dataset ID or name in nnUNet_preprocessed (use its plans)")
+    bench.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    bench.add_argument("-p", default="DSMMPlans", help="plans identifier (default DSMMPlans)")
+    bench.add_argument("--synthetic-plan", metavar="NAME",
+                       help="a built-in plan instead of -d: brats (nnU-Net's BraTS plan, GPU-sized) or cpu-small")
+    bench.add_argument("-device", "--device", default="cuda", choices=("cpu", "cuda"), help="default cuda")
+    bench.add_argument("--json", help="write every figure, the device and the versions to this JSON file")
+    bench.add_argument("-tr", action="append",
+                       help="DSMM trainer to compare with nnUNetTrainer; repeat for several (default "
+                            "DSMMPretrainTrainer and DSMMTrainer)")
+    bench.add_argument("--steps", type=int, default=10, help="timed training steps per trainer (default 10)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed steps per trainer first (default 3)")
+    bench.add_argument("--batch-size", type=int, help="batch size for every trainer (default: the plan's)")
+    bench.add_argument("--complete-share", type=float, default=0.0,
+                       help="share of random samples with every modality (default 0: each misses 1 to M-1, the "
+                            "costliest case for DSMMTrainer)")
+    bench.add_argument("--real-batches", action="store_true",
+                       help="feed batches from nnU-Net's data loader (needs -d with preprocessed data)")
+    bench.add_argument("--no-prediction", action="store_true", help="skip the prediction benchmark")
+    bench.add_argument("--prediction-repeats", type=int, default=3, help="timed predictions per model (default 3)")
+    bench.add_argument("--disable-tta", action="store_true", help="predict without mirroring")
+    bench.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    bench.set_defaults(func=_cmd_benchmark)
     return parser
 
 

@@ -68,7 +68,8 @@ class DSMMTrainerBase(nnUNetTrainer):
         for attribute, variable in SCHEDULE_VARIABLES.items():
             setattr(self, attribute, _positive_int_from_env(variable, getattr(self, attribute)))
         self.num_modalities = num_channels(dataset_json)
-        self._availability: dict[str, torch.Tensor] = {}
+        #: preprocessed case identifier -> (M,) bool channel availability; read from the .pkl files on first use
+        self.availability: dict[str, torch.Tensor] = {}
 
     def _set_batch_size_and_oversample(self):
         super()._set_batch_size_and_oversample()
@@ -81,12 +82,12 @@ class DSMMTrainerBase(nnUNetTrainer):
 
     def available_channels_of(self, keys) -> torch.Tensor:
         """(B, M) bool availability of the batch's cases, from their preprocessed properties."""
-        if not self._availability:
+        if not self.availability:
             for pkl in glob(os.path.join(self.preprocessed_dataset_folder, "*.pkl")):
                 identifier = os.path.basename(pkl)[: -len(".pkl")]
                 mask = available_channels(load_pickle(pkl), self.num_modalities)
-                self._availability[identifier] = torch.from_numpy(mask)
-        return torch.stack([self._availability[k] for k in keys]).to(self.device)
+                self.availability[identifier] = torch.from_numpy(mask)
+        return torch.stack([self.availability[k] for k in keys]).to(self.device)
 
     def zero_missing(self, batch: dict) -> torch.Tensor:
         """The batch's data on the device with missing channels re-zeroed (augmentation adds noise)."""
