@@ -48,6 +48,7 @@ class HyperPredictionHeads(nn.Module):
         outputs = []
         for index, feature in zip(head_indices, features):
             weight, bias = heads[index]
-            out = torch.einsum("boc,bc...->bo...", weight.to(feature.dtype), feature)
-            outputs.append(out + bias.to(feature.dtype).reshape(*bias.shape, *([1] * (feature.ndim - 2))))
+            # one batched contraction per head: bias + W_b @ F_b for every sample b, F_b as (C_i, voxels)
+            out = torch.baddbmm(bias.unsqueeze(2).to(feature.dtype), weight.to(feature.dtype), feature.flatten(2))
+            outputs.append(out.reshape(*out.shape[:2], *feature.shape[2:]))
         return outputs

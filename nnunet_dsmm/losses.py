@@ -18,14 +18,33 @@ def reconstruction_loss_eq1(reconstruction: torch.Tensor, target: torch.Tensor,
     return ((per_channel * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)).mean()
 
 
+class _MeanSquaredError(torch.autograd.Function):
+    """mean((s - t)²) accumulated in float32 (or wider). Saves only its two inputs, which the networks keep
+    alive anyway, instead of a float32 copy of their difference; the gradient goes to ``s`` only."""
+
+    @staticmethod
+    def forward(ctx, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(student, teacher)
+        with torch.autocast(student.device.type, enabled=False):
+            difference = student - teacher
+            norm = torch.linalg.vector_norm(difference, dtype=torch.promote_types(difference.dtype, torch.float32))
+        return norm.square() / student.numel()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        student, teacher = ctx.saved_tensors
+        scale = (grad * 2 / student.numel()).to(student.dtype)
+        return (student - teacher).to(student.dtype).mul_(scale), None
+
+
 def distillation_loss_eq4(teacher_features, student_features) -> torch.Tensor:
     """Eq. 4: Σ_l ||F_l^T - F_l^S||² over the multi-scale features (mean squared error per level,
-    summed over levels). Teacher features are detached, so the loss moves the student only."""
+    summed over levels). Only the student receives gradients."""
     if len(teacher_features) != len(student_features):
         raise ValueError(f"teacher has {len(teacher_features)} feature levels, student {len(student_features)}")
     total = torch.zeros((), device=student_features[0].device)
     for t, s in zip(teacher_features, student_features):
         if t.shape != s.shape:
             raise ValueError(f"teacher and student features differ in shape: {tuple(t.shape)} vs {tuple(s.shape)}")
-        total = total + (t.detach().float() - s.float()).pow(2).mean()
+        total = total + _MeanSquaredError.apply(s, t.detach())
     return total

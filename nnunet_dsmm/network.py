@@ -13,7 +13,8 @@ from nnunet_dsmm.hypernetwork import HyperPredictionHeads
 def detect_modality_code(x: torch.Tensor) -> torch.Tensor:
     """Modality code c of Eq. 6 from the input itself: (B, M) bool, False for a channel that is all
     zero where another channel is not. A sample that is zero everywhere counts as complete."""
-    present = x.flatten(2).ne(0).any(dim=2)
+    low, high = torch.aminmax(x.flatten(2), dim=2)  # one pass over x, no mask the size of x
+    present = (low != 0) | (high != 0)
     present[~present.any(dim=1)] = True
     return present
 
@@ -37,6 +38,20 @@ def unet_features(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor) -> tu
         lres = stage(torch.cat((decoder.transpconvs[s](lres), skips[-(s + 2)]), dim=1))
         features.append(lres)
     return list(skips), features
+
+
+class TeacherOutputs(nn.Module):
+    """What the frozen teacher T gives complete-then-distill: its multi-scale features (Eq. 4) and,
+    when ``with_prediction``, its full-resolution logits for L_Mrec (Eq. 5), in one forward pass."""
+
+    def __init__(self, unet: nn.Module, with_prediction: bool):
+        super().__init__()
+        self.unet, self.with_prediction = unet, with_prediction
+
+    def forward(self, x: torch.Tensor) -> tuple[list, torch.Tensor | None]:
+        skips, features = unet_features(self.unet.encoder, self.unet.decoder, x)
+        logits = self.unet.decoder.seg_layers[-1](features[-1]) if self.with_prediction else None
+        return skips + features, logits
 
 
 def freeze_unused_heads(unet: nn.Module) -> nn.Module:
@@ -104,15 +119,26 @@ class DSMMNetwork(nn.Module):
     def __init__(self, student: PromptAdaptiveUNet, recovery: nn.Module):
         super().__init__()
         self.student, self.recovery = student, recovery
+        #: run M_rec in every training step, even when no sample misses a channel (DDP needs every
+        #: trainable parameter to take part in each step)
+        self.recover_every_step = False
 
     @property
     def decoder(self) -> nn.Module:  # nnU-Net toggles deep supervision through network.decoder
         return self.student.decoder
 
     def complete(self, real: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-        """x̂_full = available real channels, M_rec's reconstruction for the missing ones."""
-        keep = available.reshape(*available.shape, *([1] * (real.ndim - 2))).to(real.dtype)
-        return real * keep + self.recovery(real).to(real.dtype) * (1 - keep)
+        """x̂_full = available real channels, M_rec's reconstruction for the missing ones. M_rec runs
+        only on the samples that miss a channel; the others are their real data."""
+        rows = torch.nonzero(~available.all(dim=1)).flatten()
+        if rows.numel() == 0:
+            if not self.recover_every_step:
+                return real
+            rows = rows.new_zeros(1)  # a complete sample: M_rec takes part with weight 0
+        keep = available[rows].reshape(len(rows), -1, *([1] * (real.ndim - 2))).to(real.dtype)
+        subset = real[rows]
+        completed = subset * keep + self.recovery(subset).to(real.dtype) * (1 - keep)
+        return completed if len(rows) == len(real) else real.index_copy(0, rows, completed)
 
     def forward(self, x, code=None, real=None, available=None):
         if real is None:

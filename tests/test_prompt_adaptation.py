@@ -10,8 +10,19 @@ import torch
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
+from nnunet_dsmm.hypernetwork import HyperPredictionHeads
+from nnunet_dsmm.losses import distillation_loss_eq4
 from nnunet_dsmm.modalities import all_combinations, prompt
-from nnunet_dsmm.network import DSMMNetwork, PromptAdaptiveUNet, code_from_index, code_index, detect_modality_code
+from nnunet_dsmm.network import (
+    DSMMNetwork,
+    PromptAdaptiveUNet,
+    TeacherOutputs,
+    code_from_index,
+    code_index,
+    detect_modality_code,
+    freeze_unused_heads,
+    unet_features,
+)
 from nnunet_dsmm.text_encoder import TextEncoderError, embed_prompts
 from nnunet_dsmm.trainers.dsmm import DSMMTrainer
 from tests.conftest import small_unet
@@ -88,8 +99,9 @@ def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True):
     teacher = small_unet(4, 3).requires_grad_(False).eval()
     student = PromptAdaptiveUNet(small_unet(4, 3, deep_supervision=True), 4, 3, "binary", prompt_dim=8)
     trainer = SimpleNamespace(
-        network=DSMMNetwork(student, small_unet(4, 4)), teacher=teacher, alpha=alpha, beta=beta,
+        network=DSMMNetwork(student, freeze_unused_heads(small_unet(4, 4))), teacher=teacher, alpha=alpha, beta=beta,
         complete_with_recovery=complete_with_recovery,
+        teacher_outputs=TeacherOutputs(teacher, with_prediction=complete_with_recovery and alpha > 0),
         loss=lambda outputs, target: sum(MemoryEfficientSoftDiceLoss(apply_nonlin=torch.sigmoid, do_bg=True)(o, t)
                                          for o, t in zip(outputs, target)),
         teacher_loss=DC_and_BCE_loss({}, {"batch_dice": False, "smooth": 1e-5, "do_bg": True, "ddp": False},
@@ -155,3 +167,82 @@ def test_only_variants_that_refine_m_rec_build_it_trainable():
     assert DSMMTrainer.refines_recovery() and DSMMTrainerBinaryCode.refines_recovery()
     assert not any(cls.refines_recovery() for cls in (DSMMTrainerNoCTD, DSMMTrainerFrozenRecovery,
                                                        DSMMTrainerAvailableKD))
+
+
+def plain_eq7_terms(trainer, real, available, keep, target) -> dict:
+    """Eq. 7 written out without any of the trainer's savings: M_rec on every sample, T with a
+    graph, KD through autograd in float32."""
+    net = trainer.network
+    segmentation, student_features = net.student.forward_with_features(real * keep[..., None, None, None], keep)
+    k = available[..., None, None, None].float()
+    x_full = real * k + net.recovery(real) * (1 - k)
+    skips, features = unet_features(trainer.teacher.encoder, trainer.teacher.decoder, x_full)
+    kd = sum(((t.detach() - s) ** 2).mean() for t, s in zip(skips + features, student_features))
+    mrec = trainer.teacher_loss(trainer.teacher.decoder.seg_layers[-1](features[-1]), target[0])
+    return {"task": trainer.loss(segmentation, target), "mrec": mrec, "kd": kd}
+
+
+def terms_and_grads(trainer, compute, *args) -> tuple[dict, dict]:
+    trainer.network.zero_grad(set_to_none=True)
+    terms = compute(trainer, *args)
+    DSMMTrainer.total_loss(trainer, terms).backward()
+    grads = {n: p.grad.clone() for n, p in trainer.network.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in terms.items()}, grads
+
+
+@pytest.mark.parametrize("complete_rows", [[], [1], [0, 1]])
+def test_the_lean_step_computes_the_same_loss_and_gradients_as_plain_eq7(complete_rows):
+    trainer, real, available, keep, target = ctd_setup()
+    available[complete_rows] = True
+    real = torch.randn_like(real) * available[..., None, None, None]
+    calls = []
+    trainer.network.recovery.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    lean_terms, lean_grads = terms_and_grads(trainer, DSMMTrainer.ctd_losses, real, available, keep, target)
+    assert calls == ([2 - len(complete_rows)] if len(complete_rows) < 2 else []), "M_rec ran on complete samples"
+    plain_terms, plain_grads = terms_and_grads(trainer, plain_eq7_terms, real, available, keep, target)
+    assert set(lean_terms) == set(plain_terms) == {"task", "mrec", "kd"}
+    for name in plain_terms:
+        assert torch.allclose(lean_terms[name], plain_terms[name], rtol=1e-5, atol=1e-7), name
+    plain_grads = {n: g for n, g in plain_grads.items() if g.abs().sum() > 0}
+    assert set(lean_grads) == set(plain_grads)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(lean_grads[name], grad, rtol=1e-4, atol=1e-7), name
+
+
+def test_under_ddp_m_rec_takes_part_even_when_nothing_is_missing():
+    trainer, real, available, keep, target = ctd_setup()
+    available[:] = True
+    trainer.network.recover_every_step = True
+    _, grads = terms_and_grads(trainer, DSMMTrainer.ctd_losses, real, available, keep, target)
+    recovery = [n for n, p in trainer.network.named_parameters() if n.startswith("recovery.") and p.requires_grad]
+    assert recovery and all(n in grads and not grads[n].any() for n in recovery)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_distillation_loss_matches_autograd_and_moves_only_the_student(dtype):
+    torch.manual_seed(0)
+    students = [torch.randn(2, 3, 6, 6, 6, dtype=dtype, requires_grad=True) for _ in range(2)]
+    teachers = [torch.randn(2, 3, 6, 6, 6, dtype=dtype, requires_grad=True) for _ in range(2)]
+    loss = distillation_loss_eq4(teachers, students)
+    loss.backward()
+    reference = [s.detach().double().requires_grad_() for s in students]
+    expected = sum(((t.detach().double() - s) ** 2).mean() for t, s in zip(teachers, reference))
+    expected.backward()
+    tolerance = 1e-10 if dtype == torch.float64 else 2e-3
+    assert loss.dtype == torch.promote_types(dtype, torch.float32)
+    assert abs(loss.item() - expected.item()) < tolerance * expected.item()
+    for s, r in zip(students, reference):
+        assert s.grad.dtype == dtype and torch.allclose(s.grad.double(), r.grad, rtol=tolerance, atol=1e-6)
+    assert all(t.grad is None for t in teachers)
+
+
+def test_generated_heads_equal_a_per_sample_1x1x1_convolution():
+    torch.manual_seed(0)
+    heads = HyperPredictionHeads([8, 4], 3, indicator_dim=5)
+    indicator = torch.randn(2, 5)
+    features = [torch.randn(2, 8, 5, 6, 7), torch.randn(2, 4, 10, 12, 14)]
+    outputs = heads(indicator, features, [0, 1])
+    for (weight, bias), feature, out in zip(heads.generate(indicator), features, outputs):
+        for b in range(2):
+            conv = torch.nn.functional.conv3d(feature[b:b + 1], weight[b][..., None, None, None], bias[b])
+            assert torch.allclose(out[b:b + 1], conv, atol=1e-5)

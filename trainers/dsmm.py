@@ -3,6 +3,8 @@ and the paper's ablations as one-attribute subclasses."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
@@ -13,7 +15,7 @@ from torch import autocast
 from nnunet_dsmm.losses import distillation_loss_eq4
 from nnunet_dsmm.masking import apply_channel_mask, modality_dropout
 from nnunet_dsmm.modalities import channel_names, prompt
-from nnunet_dsmm.network import build_dsmm_network, code_from_index, freeze_unused_heads, unet_features
+from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, code_from_index, freeze_unused_heads
 from nnunet_dsmm.text_encoder import embed_prompts, embedding_dim
 from nnunet_dsmm.trainers.base import DSMMTrainerBase, MissingStageError, load_frozen_stage
 from nnunet_dsmm.trainers.pretrain import TEACHER_CHECKPOINT_ENV, DSMMPretrainTrainer
@@ -72,6 +74,7 @@ class DSMMTrainer(DSMMTrainerBase):
         phi_state = load_frozen_stage(self, "DSMMPretrainTrainer", PRETRAIN_CHECKPOINT_ENV, phi).state_dict()
         net.recovery.load_state_dict(phi_state)
         net.student.load_state_dict(backbone_state(phi_state), strict=False)
+        net.recover_every_step = self.is_ddp and self.refines_recovery()
         self.teacher = None
         if self.use_teacher:
             teacher = DSMMTeacherTrainer.build_network_architecture(
@@ -79,6 +82,9 @@ class DSMMTrainer(DSMMTrainerBase):
                 self.label_manager.num_segmentation_heads, enable_deep_supervision=False)
             self.teacher = load_frozen_stage(self, "DSMMTeacherTrainer", TEACHER_CHECKPOINT_ENV, teacher)
             self.check_same_backbone(self.teacher, net.student)
+            self.teacher_outputs = TeacherOutputs(self.teacher, with_prediction=self.refines_recovery())
+            if self._do_i_compile():  # as nnU-Net compiles the trained network
+                self.teacher_outputs = torch.compile(self.teacher_outputs)
         self.teacher_loss = self.segmentation_loss()
         if self.prompt_source == "text":
             names = channel_names(self.dataset_json)
@@ -120,12 +126,13 @@ class DSMMTrainer(DSMMTrainerBase):
         completion_mask = available if self.complete_with_recovery else torch.ones_like(available)
         segmentation, student_features, x_full = self.network(student_input, keep, real=real,
                                                               available=completion_mask)
-        skips, features = unet_features(self.teacher.encoder, self.teacher.decoder, x_full)
+        # T is frozen: it needs a graph only to pass L_Mrec's gradient back to M_rec's completions
+        with nullcontext() if x_full.requires_grad else torch.no_grad():
+            teacher_features, teacher_logits = self.teacher_outputs(x_full)
         terms = {"task": self.loss(segmentation, target),
-                 "kd": distillation_loss_eq4(skips + features, student_features)}
-        if self.teacher_loss is not None and self.alpha > 0 and x_full.requires_grad:
-            full_res_target = target[0] if isinstance(target, list) else target
-            terms["mrec"] = self.teacher_loss(self.teacher.decoder.seg_layers[-1](features[-1]), full_res_target)
+                 "kd": distillation_loss_eq4(teacher_features, student_features)}
+        if teacher_logits is not None:  # a constant when no sample misses a channel, still reported
+            terms["mrec"] = self.teacher_loss(teacher_logits, target[0] if isinstance(target, list) else target)
         return terms
 
     def total_loss(self, terms: dict) -> torch.Tensor:

@@ -44,6 +44,8 @@ class DSMMPretrainTrainer(DSMMTrainerBase):
                 self.plans_manager, self.configuration_manager, self.num_input_channels,
                 self.label_manager.num_segmentation_heads, enable_deep_supervision=False)
             self.teacher = load_frozen_stage(self, "DSMMTeacherTrainer", TEACHER_CHECKPOINT_ENV, teacher)
+            if self._do_i_compile():  # as nnU-Net compiles φθ
+                self.teacher = torch.compile(self.teacher)
 
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
