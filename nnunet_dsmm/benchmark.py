@@ -122,6 +122,14 @@ class BenchmarkSettings:
     seed: int = 0
     trainers: Sequence[str] = field(default_factory=lambda: list(DEFAULT_TRAINERS))
 
+    def __post_init__(self):
+        if self.steps < 1 or self.warmup < 0 or self.prediction_repeats < 1:
+            raise ValueError("steps and prediction repeats must be at least 1, warm-up steps at least 0")
+        if not 0.0 <= self.complete_share <= 1.0:
+            raise ValueError(f"complete share must lie in [0, 1], got {self.complete_share}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+
 
 class PeakMemory:
     """Peak memory of a block above what was in use when it started: the CUDA allocator's
@@ -173,7 +181,8 @@ def resident_bytes(trainer) -> int:
     return sum(unique.values())
 
 
-def _trainer_class(name: str):
+def trainer_class(name: str):
+    """nnUNetTrainer, or a DSMM trainer by its registered name."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     if name == REFERENCE_TRAINER:
@@ -364,7 +373,7 @@ def run_benchmark(plans: dict, dataset_json: dict, configuration: str, settings:
             for name in names:
                 log(f"building {name} ...")
                 with contextlib.redirect_stdout(io.StringIO()):
-                    trainer = _trainer_class(name)({**copy.deepcopy(plans), "continue_training": False},
+                    trainer = trainer_class(name)({**copy.deepcopy(plans), "continue_training": False},
                                                    configuration, 0, dataset_json, device)
                     trainer.initialize()
                 trainer.network.train()

@@ -181,6 +181,7 @@ def _cmd_benchmark(args) -> int:
         format_report,
         run_benchmark,
         synthetic_plans,
+        trainer_class,
         write_report,
     )
 
@@ -214,11 +215,16 @@ def _cmd_benchmark(args) -> int:
     if configuration not in plans["configurations"]:
         raise SystemExit(f"nnunet_dsmm benchmark: configuration {configuration!r} is not in plans {source}; "
                          f"it has {', '.join(plans['configurations'])}")
-    settings = BenchmarkSettings(device=args.device, steps=args.steps, warmup=args.warmup,
-                                 complete_share=args.complete_share, real_batches=args.real_batches,
-                                 batch_size=args.batch_size, prediction=not args.no_prediction,
-                                 prediction_repeats=args.prediction_repeats, use_mirroring=not args.disable_tta,
-                                 seed=args.seed, trainers=args.tr or list(DEFAULT_TRAINERS))
+    try:
+        settings = BenchmarkSettings(device=args.device, steps=args.steps, warmup=args.warmup,
+                                     complete_share=args.complete_share, real_batches=args.real_batches,
+                                     batch_size=args.batch_size, prediction=not args.no_prediction,
+                                     prediction_repeats=args.prediction_repeats, use_mirroring=not args.disable_tta,
+                                     seed=args.seed, trainers=args.tr or list(DEFAULT_TRAINERS))
+        for name in settings.trainers:
+            trainer_class(name)
+    except ValueError as e:
+        raise SystemExit(f"nnunet_dsmm benchmark: {e}") from None
     report = run_benchmark(plans, dataset_json, configuration, settings, source,
                            log=lambda line: print(line, file=sys.stderr))
     print(format_report(report))

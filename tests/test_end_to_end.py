@@ -221,3 +221,18 @@ def test_recover_hidden_and_absent_channels_without_touching_the_inputs(planned,
     metrics = json.loads((out / "recovery_metrics.json").read_text())["cases"][case]["metrics"]
     assert set(metrics) == {"T2"} and np.isfinite(metrics["T2"]["psnr"]) and -1 <= metrics["T2"]["ssim"] <= 1
     assert (out / f"{case}_recovery_preview.png").stat().st_size > 0
+
+
+def test_benchmark_on_the_preprocessed_dataset_with_nnunet_batches(planned, tmp_path):
+    root, _, _, env = planned
+    out = tmp_path / "bench.json"
+    before = sorted(p.name for p in (root / "results").rglob("*")) if (root / "results").exists() else []
+    run_cmd(["nnunet_dsmm", "benchmark", "-d", str(DATASET_ID), "-device", "cpu", "--real-batches", "--steps", "1",
+             "--warmup", "0", "-tr", "DSMMTrainer", "--no-prediction", "--json", str(out)], env)
+    report = json.loads(out.read_text())
+    assert report["plan"]["source"] == f"Dataset{DATASET_ID}_Synth/DSMMPlans"
+    assert report["settings"]["real_batches"] and report["prediction"] is None
+    assert list(report["training"]) == ["nnUNetTrainer", "DSMMTrainer"]
+    assert all(len(entry["step_ms"]) == 1 for entry in report["training"].values())
+    after = sorted(p.name for p in (root / "results").rglob("*")) if (root / "results").exists() else []
+    assert after == before, "the benchmark wrote into nnUNet_results"

@@ -1,0 +1,59 @@
+"""``nnunet_dsmm benchmark`` on CPU at a CI-sized plan: what it measures and reports, not how fast."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+
+import pytest
+import torch
+
+from nnunet_dsmm.cli import main
+from tests.conftest import nnunet_env, run_cmd
+
+
+def test_benchmark_reports_every_trainer_side_by_side_with_nnunet(tmp_path):
+    env = nnunet_env(tmp_path)
+    out = tmp_path / "report" / "bench.json"
+    result = run_cmd(["nnunet_dsmm", "benchmark", "--synthetic-plan", "cpu-small", "-device", "cpu", "--steps", "2",
+                      "--warmup", "1", "--prediction-repeats", "1", "--disable-tta", "--json", str(out)], env)
+    report = json.loads(out.read_text())
+    training = report["training"]
+    assert list(training) == ["nnUNetTrainer", "DSMMPretrainTrainer", "DSMMTrainer"]
+    for name, entry in training.items():
+        assert len(entry["step_ms"]) == 2 and entry["median_ms"] > 0, name
+        assert entry["peak_memory_bytes"] > entry["resident_bytes"] > 0, name
+        assert entry["time_ratio"] == pytest.approx(entry["median_ms"] / training["nnUNetTrainer"]["median_ms"])
+        assert not entry["compiled"]
+    assert training["nnUNetTrainer"]["time_ratio"] == 1.0
+    # DSMMTrainer holds student, M_rec, the frozen teacher and Adam's two moments
+    assert training["DSMMTrainer"]["resident_bytes"] > 2 * training["nnUNetTrainer"]["resident_bytes"]
+    prediction = report["prediction"]
+    assert prediction["use_mirroring"] is False and prediction["case_shape"] == [56, 56, 48]
+    assert prediction["nnUNetTrainer"]["ratio"] == 1.0 and prediction["DSMMTrainer"]["median_s"] > 0
+    assert report["plan"] == {"source": "synthetic:cpu-small", "configuration": "3d_fullres",
+                              "patch_size": [40, 40, 32], "batch_size": 2, "features_per_stage": [32, 64, 128, 256],
+                              "input_channels": 4}
+    environment = report["environment"]
+    assert environment["device"] == "cpu" and environment["torch"] == torch.__version__
+    assert environment["nnunetv2"] == version("nnunetv2") and environment["nnunet_dsmm"] == version("nnunet-dsmm")
+    assert report["targets"] == {"training_step_time": 2.5, "training_peak_memory": 2.5, "prediction_time": 1.05}
+    table = result.stdout
+    assert "x nnU-Net" in table and "DSMMPretrainTrainer" in table and "prediction, one case" in table
+    # the trainers' logs went to a temporary folder, not into the user's nnUNet_results
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--synthetic-plan", "cpu-small", "-d", "4"], "either -d DATASET_ID"),
+    ([], "either -d DATASET_ID"),
+    (["--synthetic-plan", "huge"], "known: brats, cpu-small"),
+    (["--synthetic-plan", "cpu-small", "--real-batches"], "--real-batches needs -d"),
+    (["--synthetic-plan", "cpu-small", "--steps", "0"], "at least 1"),
+    (["--synthetic-plan", "cpu-small", "--complete-share", "1.5"], "[0, 1]"),
+    (["--synthetic-plan", "cpu-small", "-tr", "FastTrainer"], "unknown trainer 'FastTrainer'"),
+])
+def test_benchmark_rejects_bad_options_with_a_clear_message(args, message, capsys):
+    with pytest.raises(SystemExit) as error:
+        main(["benchmark", "-device", "cpu", *args])
+    assert message in str(error.value)
