@@ -2,8 +2,10 @@
 
 Every trainer is built on the same plan, configuration and device in one process. Training steps
 are timed alternating between trainers (round-robin, after warm-up) on identical batches of the
-same size; peak memory is the trainer's resident state (weights, buffers, optimiser state, frozen
-networks) plus the highest memory its step needed above that. Prediction is nnU-Net's per-case
+same size. Peak memory is the trainer's resident state (weights, buffers, optimiser state, frozen
+networks) plus the most memory a step needed above that: on CUDA the allocator's peak over the
+timed steps, on CPU the resident-set peak of extra steps run after the timing (see ``PeakMemory``).
+Prediction is nnU-Net's per-case
 sliding window (``predict_logits_from_preprocessed_data``, as in ``nnUNetv2_predict``) with a stock
 model and a DSMMTrainer model on the same case. Weights are random: the cost does not depend on
 them, so no earlier stage and no CLIP weights are needed.
@@ -32,6 +34,8 @@ REFERENCE_TRAINER = "nnUNetTrainer"
 DEFAULT_TRAINERS = ("DSMMPretrainTrainer", "DSMMTrainer")
 #: the issue's targets: DSMM's training step and peak memory, and prediction per case, over stock nnU-Net
 TARGET_RATIOS = {"training_step_time": 2.5, "training_peak_memory": 2.5, "prediction_time": 1.05}
+#: steps per trainer whose peak memory counts on CPU (run after the timed ones; median of their peaks)
+CPU_MEMORY_STEPS = 3
 BRATS_CHANNELS = {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}
 BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
 
@@ -131,10 +135,15 @@ class BenchmarkSettings:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
 
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
 class PeakMemory:
     """Peak memory of a block above what was in use when it started: the CUDA allocator's
-    statistics, or on CPU the peak resident set size, reset through ``/proc/self/clear_refs``
-    after returning freed heap pages with ``malloc_trim``. ``peak`` stays None where neither works."""
+    statistics, or on CPU the peak resident set size, reset through ``/proc/self/clear_refs``.
+    On CPU glibc serves allocations above 64 KiB by ``mmap`` once ``cpu_exact`` was called, so
+    freed tensors leave the resident set at once and the figure does not depend on heap reuse.
+    ``peak`` stays None where neither works (not Linux/glibc)."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -142,7 +151,15 @@ class PeakMemory:
         self._start = 0
 
     @staticmethod
-    def _status_kib(field_name: str) -> int:
+    def cpu_exact() -> bool:
+        """Make glibc map every allocation above 64 KiB on its own (slower: use after timing)."""
+        try:
+            return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 64 * 1024))
+        except (OSError, AttributeError):
+            return False
+
+    @staticmethod
+    def _status_bytes(field_name: str) -> int:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith(field_name + ":"):
@@ -157,7 +174,7 @@ class PeakMemory:
             return self
         try:
             ctypes.CDLL(None).malloc_trim(0)
-            self._start = self._status_kib("VmRSS")
+            self._start = self._status_bytes("VmRSS")
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
         except (OSError, AttributeError):
@@ -169,7 +186,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             self.peak = torch.cuda.max_memory_allocated(self.device) - self._start
         elif self._start >= 0:
-            self.peak = self._status_kib("VmHWM") - self._start
+            self.peak = self._status_bytes("VmHWM") - self._start
 
 
 def resident_bytes(trainer) -> int:
@@ -295,7 +312,8 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed_step(trainer, batch: dict) -> tuple[float, int | None]:
+def _measured_step(trainer, batch: dict) -> tuple[float, int | None]:
+    """Seconds and peak memory (above the trainer's state) of one ``train_step``."""
     trainer.optimizer.zero_grad(set_to_none=True)
     with PeakMemory(trainer.device) as memory:
         start = time.perf_counter()
@@ -390,11 +408,18 @@ def run_benchmark(plans: dict, dataset_json: dict, configuration: str, settings:
             step_peaks = {name: [] for name in names}
             for index, batch in enumerate(batches):
                 for name in names:
-                    seconds, peak = _timed_step(trainers[name], _batch_for(trainers[name], batch))
+                    seconds, peak = _measured_step(trainers[name], _batch_for(trainers[name], batch))
                     if index >= settings.warmup:
                         step_seconds[name].append(seconds)
                         step_peaks[name].append(peak)
                 log(f"training round {index + 1}/{total} done" + (" (warm-up)" if index < settings.warmup else ""))
+            if device.type == "cpu" and PeakMemory.cpu_exact():
+                # memory on CPU: after the timing, from steps with every tensor mapped on its own
+                for name in names:
+                    peaks = [_measured_step(trainers[name], _batch_for(trainers[name], batches[-1]))[1]
+                             for _ in range(CPU_MEMORY_STEPS)]
+                    step_peaks[name] = [statistics.median(peaks)]
+                log("memory steps done")
             training = {}
             for name in names:
                 trainer = trainers[name]
