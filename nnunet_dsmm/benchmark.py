@@ -261,12 +261,12 @@ def _preprocessed_placeholder(plans: dict, configuration: str, channels: int, ro
     return root
 
 
-def _synthetic_batches(trainers: dict, count: int, batch_size: int, complete_share: float,
+def _synthetic_batches(reference, count: int, batch_size: int, complete_share: float,
                        generator: torch.Generator) -> list[dict]:
-    """``count`` random batches: data with each sample's missing channels zeroed, random targets."""
+    """``count`` random batches in the form of ``reference``'s data loader: data with each sample's
+    missing channels zeroed, random targets at every deep-supervision scale."""
     import torch.nn.functional as F
 
-    reference = next(iter(trainers.values()))
     patch = tuple(reference.configuration_manager.patch_size)
     channels, labels = reference.num_input_channels, reference.label_manager
     scales = reference._get_deep_supervision_scales()
@@ -332,7 +332,8 @@ def _time_prediction(trainers: dict, names: Sequence[str], settings: BenchmarkSe
     reference = trainers[REFERENCE_TRAINER]
     channels = reference.num_input_channels
     case = torch.randn(channels, *case_shape, generator=generator)
-    case[1] = 0  # one missing modality
+    if channels > 1:
+        case[1] = 0  # one missing modality
     with contextlib.redirect_stdout(io.StringIO()):
         mirror_axes = reference.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3]
     predictors = {}
@@ -403,7 +404,7 @@ def run_benchmark(plans: dict, dataset_json: dict, configuration: str, settings:
                 reference.batch_size = batch_size
                 batches = _loader_batches(reference, total)
             else:
-                batches = _synthetic_batches(trainers, total, batch_size, settings.complete_share, generator)
+                batches = _synthetic_batches(reference, total, batch_size, settings.complete_share, generator)
             step_seconds = {name: [] for name in names}
             step_peaks = {name: [] for name in names}
             for index, batch in enumerate(batches):
