@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from nnunet_dsmm.hypernetwork import HyperPredictionHeads
 
@@ -29,27 +30,44 @@ def code_from_index(index: int, num_modalities: int) -> list[bool]:
     return [bool((index + 1) >> i & 1) for i in range(num_modalities)]
 
 
-def unet_features(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor) -> tuple[list, list]:
+def _decoder_stage(transpconv: nn.Module, stage: nn.Module, lres: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    return stage(torch.cat((transpconv(lres), skip), dim=1))
+
+
+def unet_features(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, checkpoint_stages: bool = False
+                  ) -> tuple[list, list]:
     """Multi-scale features of a U-Net: encoder stage outputs (bottleneck last) and decoder stage
-    outputs (lowest resolution first), without the prediction layers."""
-    skips = encoder(x)
+    outputs (lowest resolution first), without the prediction layers. With ``checkpoint_stages``
+    only these outputs are kept for the backward pass; each stage's inner activations are
+    recomputed there, one stage at a time."""
+    def run(function, *inputs):
+        return checkpoint(function, *inputs, use_reentrant=False) if checkpoint_stages else function(*inputs)
+
+    stem = getattr(encoder, "stem", None)
+    h = run(stem, x) if stem is not None else x
+    skips = []
+    for stage in encoder.stages:
+        h = run(stage, h)
+        skips.append(h)
     features, lres = [], skips[-1]
     for s, stage in enumerate(decoder.stages):
-        lres = stage(torch.cat((decoder.transpconvs[s](lres), skips[-(s + 2)]), dim=1))
+        lres = run(_decoder_stage, decoder.transpconvs[s], stage, lres, skips[-(s + 2)])
         features.append(lres)
-    return list(skips), features
+    return skips, features
 
 
 class TeacherOutputs(nn.Module):
     """What the frozen teacher T gives complete-then-distill: its multi-scale features (Eq. 4) and,
-    when ``with_prediction``, its full-resolution logits for L_Mrec (Eq. 5), in one forward pass."""
+    when ``with_prediction``, its full-resolution logits for L_Mrec (Eq. 5), in one forward pass.
+    ``checkpoint_stages`` trades one more forward pass for T's inner activations when a graph is built."""
 
-    def __init__(self, unet: nn.Module, with_prediction: bool):
+    def __init__(self, unet: nn.Module, with_prediction: bool, checkpoint_stages: bool = False):
         super().__init__()
-        self.unet, self.with_prediction = unet, with_prediction
+        self.unet, self.with_prediction, self.checkpoint_stages = unet, with_prediction, checkpoint_stages
 
     def forward(self, x: torch.Tensor) -> tuple[list, torch.Tensor | None]:
-        skips, features = unet_features(self.unet.encoder, self.unet.decoder, x)
+        skips, features = unet_features(self.unet.encoder, self.unet.decoder, x,
+                                        self.checkpoint_stages and torch.is_grad_enabled() and x.requires_grad)
         logits = self.unet.decoder.seg_layers[-1](features[-1]) if self.with_prediction else None
         return skips + features, logits
 
@@ -122,6 +140,8 @@ class DSMMNetwork(nn.Module):
         #: run M_rec in every training step, even when no sample misses a channel (DDP needs every
         #: trainable parameter to take part in each step)
         self.recover_every_step = False
+        #: recompute M_rec's inner activations stage by stage in the backward pass instead of keeping them
+        self.checkpoint_recovery = False
 
     @property
     def decoder(self) -> nn.Module:  # nnU-Net toggles deep supervision through network.decoder
@@ -137,7 +157,12 @@ class DSMMNetwork(nn.Module):
             rows = rows.new_zeros(1)  # a complete sample: M_rec takes part with weight 0
         keep = available[rows].reshape(len(rows), -1, *([1] * (real.ndim - 2))).to(real.dtype)
         subset = real[rows]
-        completed = subset * keep + self.recovery(subset).to(real.dtype) * (1 - keep)
+        if self.checkpoint_recovery and torch.is_grad_enabled():
+            features = unet_features(self.recovery.encoder, self.recovery.decoder, subset, checkpoint_stages=True)[1]
+            reconstruction = self.recovery.decoder.seg_layers[-1](features[-1])
+        else:
+            reconstruction = self.recovery(subset)
+        completed = subset * keep + reconstruction.to(real.dtype) * (1 - keep)
         return completed if len(rows) == len(real) else real.index_copy(0, rows, completed)
 
     def forward(self, x, code=None, real=None, available=None):

@@ -94,14 +94,14 @@ def test_hypernetwork_heads_differ_between_codes_and_agree_for_equal_codes(sourc
     assert torch.allclose(student(x, codes), outputs[0])
 
 
-def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True):
+def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True, checkpoint=False):
     torch.manual_seed(0)
     teacher = small_unet(4, 3).requires_grad_(False).eval()
     student = PromptAdaptiveUNet(small_unet(4, 3, deep_supervision=True), 4, 3, "binary", prompt_dim=8)
     trainer = SimpleNamespace(
         network=DSMMNetwork(student, freeze_unused_heads(small_unet(4, 4))), teacher=teacher, alpha=alpha, beta=beta,
         complete_with_recovery=complete_with_recovery,
-        teacher_outputs=TeacherOutputs(teacher, with_prediction=complete_with_recovery and alpha > 0),
+        teacher_outputs=TeacherOutputs(teacher, complete_with_recovery and alpha > 0, checkpoint),
         loss=lambda outputs, target: sum(MemoryEfficientSoftDiceLoss(apply_nonlin=torch.sigmoid, do_bg=True)(o, t)
                                          for o, t in zip(outputs, target)),
         teacher_loss=DC_and_BCE_loss({}, {"batch_dice": False, "smooth": 1e-5, "do_bg": True, "ddp": False},
@@ -190,13 +190,16 @@ def terms_and_grads(trainer, compute, *args) -> tuple[dict, dict]:
     return {k: v.detach() for k, v in terms.items()}, grads
 
 
+@pytest.mark.parametrize("checkpoint", [False, True])
 @pytest.mark.parametrize("complete_rows", [[], [1], [0, 1]])
-def test_the_lean_step_computes_the_same_loss_and_gradients_as_plain_eq7(complete_rows):
-    trainer, real, available, keep, target = ctd_setup()
+def test_the_lean_step_computes_the_same_loss_and_gradients_as_plain_eq7(complete_rows, checkpoint):
+    trainer, real, available, keep, target = ctd_setup(checkpoint=checkpoint)
+    trainer.network.checkpoint_recovery = checkpoint
     available[complete_rows] = True
     real = torch.randn_like(real) * available[..., None, None, None]
     calls = []
-    trainer.network.recovery.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    trainer.network.recovery.decoder.seg_layers[-1].register_forward_hook(
+        lambda module, inputs, output: calls.append(len(inputs[0])))
     lean_terms, lean_grads = terms_and_grads(trainer, DSMMTrainer.ctd_losses, real, available, keep, target)
     assert calls == ([2 - len(complete_rows)] if len(complete_rows) < 2 else []), "M_rec ran on complete samples"
     plain_terms, plain_grads = terms_and_grads(trainer, plain_eq7_terms, real, available, keep, target)

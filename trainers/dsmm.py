@@ -46,6 +46,8 @@ class DSMMTrainer(DSMMTrainerBase):
     complete_with_recovery: bool = True
     #: M_rec is refined by L_Mrec (False: frozen M_rec, Table 3 c)
     train_recovery: bool = True
+    #: recompute T's and M_rec's inner activations stage by stage in the backward pass instead of keeping them
+    checkpoint_activations: bool = False
 
     @classmethod
     def refines_recovery(cls) -> bool:
@@ -75,6 +77,7 @@ class DSMMTrainer(DSMMTrainerBase):
         net.recovery.load_state_dict(phi_state)
         net.student.load_state_dict(backbone_state(phi_state), strict=False)
         net.recover_every_step = self.is_ddp and self.refines_recovery()
+        net.checkpoint_recovery = self.checkpoint_activations
         self.teacher = None
         if self.use_teacher:
             teacher = DSMMTeacherTrainer.build_network_architecture(
@@ -82,7 +85,7 @@ class DSMMTrainer(DSMMTrainerBase):
                 self.label_manager.num_segmentation_heads, enable_deep_supervision=False)
             self.teacher = load_frozen_stage(self, "DSMMTeacherTrainer", TEACHER_CHECKPOINT_ENV, teacher)
             self.check_same_backbone(self.teacher, net.student)
-            self.teacher_outputs = TeacherOutputs(self.teacher, with_prediction=self.refines_recovery())
+            self.teacher_outputs = TeacherOutputs(self.teacher, self.refines_recovery(), self.checkpoint_activations)
             if self._do_i_compile():  # as nnU-Net compiles the trained network
                 self.teacher_outputs = torch.compile(self.teacher_outputs)
         self.teacher_loss = self.segmentation_loss()
@@ -174,6 +177,13 @@ class DSMMTrainerAvailableKD(DSMMTrainer):
     """Ablation (Table 3 b): KD from a teacher that sees only the available real modalities."""
 
     complete_with_recovery = False
+
+
+class DSMMTrainerLowMemory(DSMMTrainer):
+    """Same training as DSMMTrainer with less memory: T's and M_rec's inner activations are recomputed
+    stage by stage in the backward pass (one more forward pass of each per step)."""
+
+    checkpoint_activations = True
 
 
 class DSMMTrainerBinaryCode(DSMMTrainer):
