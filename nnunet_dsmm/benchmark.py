@@ -151,6 +151,11 @@ class PeakMemory:
         self._start = 0
 
     @staticmethod
+    def cpu_readable() -> bool:
+        """Whether this system lets a process reset its peak resident set (Linux)."""
+        return os.access("/proc/self/clear_refs", os.W_OK)
+
+    @staticmethod
     def cpu_exact() -> bool:
         """Make glibc map every allocation above 64 KiB on its own (slower: use after timing)."""
         try:
@@ -186,7 +191,10 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             self.peak = torch.cuda.max_memory_allocated(self.device) - self._start
         elif self._start >= 0:
-            self.peak = self._status_bytes("VmHWM") - self._start
+            try:
+                self.peak = self._status_bytes("VmHWM") - self._start
+            except OSError:
+                self.peak = None
 
 
 def resident_bytes(trainer) -> int:
@@ -312,16 +320,16 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _measured_step(trainer, batch: dict) -> tuple[float, int | None]:
-    """Seconds and peak memory (above the trainer's state) of one ``train_step``."""
+def _measured_step(trainer, batch: dict, measure_memory: bool) -> tuple[float, int | None]:
+    """Seconds and, if asked, peak memory (above the trainer's state) of one ``train_step``."""
     trainer.optimizer.zero_grad(set_to_none=True)
-    with PeakMemory(trainer.device) as memory:
+    with PeakMemory(trainer.device) if measure_memory else contextlib.nullcontext() as memory:
         start = time.perf_counter()
         trainer.train_step(batch)
         _synchronize(trainer.device)
         elapsed = time.perf_counter() - start
     trainer.optimizer.zero_grad(set_to_none=True)
-    return elapsed, memory.peak
+    return elapsed, memory.peak if measure_memory else None
 
 
 def _time_prediction(trainers: dict, names: Sequence[str], settings: BenchmarkSettings, case_shape,
@@ -407,17 +415,19 @@ def run_benchmark(plans: dict, dataset_json: dict, configuration: str, settings:
                 batches = _synthetic_batches(reference, total, batch_size, settings.complete_share, generator)
             step_seconds = {name: [] for name in names}
             step_peaks = {name: [] for name in names}
+            # CUDA: the allocator's peak during the timed steps; CPU: extra steps afterwards, since
+            # returning freed memory to the system before each step would slow the timed ones
+            cuda = device.type == "cuda"
             for index, batch in enumerate(batches):
                 for name in names:
-                    seconds, peak = _measured_step(trainers[name], _batch_for(trainers[name], batch))
+                    seconds, peak = _measured_step(trainers[name], _batch_for(trainers[name], batch), cuda)
                     if index >= settings.warmup:
                         step_seconds[name].append(seconds)
                         step_peaks[name].append(peak)
                 log(f"training round {index + 1}/{total} done" + (" (warm-up)" if index < settings.warmup else ""))
-            if device.type == "cpu" and PeakMemory.cpu_exact():
-                # memory on CPU: after the timing, from steps with every tensor mapped on its own
+            if not cuda and PeakMemory.cpu_readable() and PeakMemory.cpu_exact():
                 for name in names:
-                    peaks = [_measured_step(trainers[name], _batch_for(trainers[name], batches[-1]))[1]
+                    peaks = [_measured_step(trainers[name], _batch_for(trainers[name], batches[-1]), True)[1]
                              for _ in range(CPU_MEMORY_STEPS)]
                     step_peaks[name] = [statistics.median(peaks)]
                 log("memory steps done")
