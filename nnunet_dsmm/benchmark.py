@@ -4,7 +4,7 @@ Every trainer is built on the same plan, configuration and device in one process
 are timed alternating between trainers (round-robin, after warm-up) on identical batches of the
 same size. Peak memory is the trainer's resident state (weights, buffers, optimiser state, frozen
 networks) plus the most memory a step needed above that: on CUDA the allocator's peak over the
-timed steps, on CPU the resident-set peak of extra steps run after the timing (see ``PeakMemory``).
+timed steps, on CPU the resident-set peak of extra steps run before the timing (see ``PeakMemory``).
 Prediction is nnU-Net's per-case
 sliding window (``predict_logits_from_preprocessed_data``, as in ``nnUNetv2_predict``) with a stock
 model and a DSMMTrainer model on the same case. Weights are random: the cost does not depend on
@@ -34,7 +34,7 @@ REFERENCE_TRAINER = "nnUNetTrainer"
 DEFAULT_TRAINERS = ("DSMMPretrainTrainer", "DSMMTrainer")
 #: the issue's targets: DSMM's training step and peak memory, and prediction per case, over stock nnU-Net
 TARGET_RATIOS = {"training_step_time": 2.5, "training_peak_memory": 2.5, "prediction_time": 1.05}
-#: steps per trainer whose peak memory counts on CPU (run after the timed ones; median of their peaks)
+#: steps per trainer whose peak memory counts on CPU (run before the timed ones; median of their peaks)
 CPU_MEMORY_STEPS = 3
 BRATS_CHANNELS = {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}
 BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
@@ -135,7 +135,7 @@ class BenchmarkSettings:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
 
 
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 class PeakMemory:
@@ -156,10 +156,15 @@ class PeakMemory:
         return os.access("/proc/self/clear_refs", os.W_OK)
 
     @staticmethod
-    def cpu_exact() -> bool:
-        """Make glibc map every allocation above 64 KiB on its own (slower: use after timing)."""
+    def cpu_exact(exact: bool = True) -> bool:
+        """With ``exact``, make glibc map every allocation above 64 KiB on its own (slower); without,
+        serve allocations up to 32 MiB from the heap and keep up to 64 MiB of freed heap, as glibc's
+        automatic thresholds end up doing in a training loop."""
         try:
-            return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 64 * 1024))
+            libc = ctypes.CDLL(None)
+            if exact:
+                return bool(libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024))
+            return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024**2) and libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024**2))
         except (OSError, AttributeError):
             return False
 
@@ -415,22 +420,24 @@ def run_benchmark(plans: dict, dataset_json: dict, configuration: str, settings:
                 batches = _synthetic_batches(reference, total, batch_size, settings.complete_share, generator)
             step_seconds = {name: [] for name in names}
             step_peaks = {name: [] for name in names}
-            # CUDA: the allocator's peak during the timed steps; CPU: extra steps afterwards, since
-            # returning freed memory to the system before each step would slow the timed ones
+            # CUDA: the allocator's peak during the timed steps. CPU: first a few steps with every
+            # tensor mapped on its own (median of their peaks), then the timed steps without that
             cuda = device.type == "cuda"
+            if not cuda and PeakMemory.cpu_readable() and PeakMemory.cpu_exact():
+                for name in names:
+                    peaks = [_measured_step(trainers[name], _batch_for(trainers[name], batches[0]), True)[1]
+                             for _ in range(CPU_MEMORY_STEPS)]
+                    step_peaks[name] = [statistics.median(peaks)]
+                PeakMemory.cpu_exact(False)
+                log("memory steps done")
             for index, batch in enumerate(batches):
                 for name in names:
                     seconds, peak = _measured_step(trainers[name], _batch_for(trainers[name], batch), cuda)
                     if index >= settings.warmup:
                         step_seconds[name].append(seconds)
-                        step_peaks[name].append(peak)
+                        if cuda:
+                            step_peaks[name].append(peak)
                 log(f"training round {index + 1}/{total} done" + (" (warm-up)" if index < settings.warmup else ""))
-            if not cuda and PeakMemory.cpu_readable() and PeakMemory.cpu_exact():
-                for name in names:
-                    peaks = [_measured_step(trainers[name], _batch_for(trainers[name], batches[-1]), True)[1]
-                             for _ in range(CPU_MEMORY_STEPS)]
-                    step_peaks[name] = [statistics.median(peaks)]
-                log("memory steps done")
             training = {}
             for name in names:
                 trainer = trainers[name]
