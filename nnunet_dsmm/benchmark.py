@@ -215,14 +215,12 @@ def trainer_class(name: str):
     """nnUNetTrainer, or a DSMM trainer by its registered name."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    if name == REFERENCE_TRAINER:
-        return nnUNetTrainer
-    from importlib.metadata import entry_points
+    from nnunet_dsmm.discovery import find_registered_class
 
-    for entry in entry_points(group="nnunet_dsmm.nnunetv2_classes"):
-        if entry.name == name:
-            return entry.load()
-    raise ValueError(f"nnunet_dsmm benchmark: unknown trainer {name!r} (nnUNetTrainer or a DSMM trainer)")
+    found = nnUNetTrainer if name == REFERENCE_TRAINER else find_registered_class(name)
+    if not (isinstance(found, type) and issubclass(found, nnUNetTrainer)):
+        raise ValueError(f"unknown trainer {name!r} (nnUNetTrainer or a DSMM trainer)")
+    return found
 
 
 @contextlib.contextmanager

@@ -157,11 +157,9 @@ class DSMMNetwork(nn.Module):
             rows = rows.new_zeros(1)  # a complete sample: M_rec takes part with weight 0
         keep = available[rows].reshape(len(rows), -1, *([1] * (real.ndim - 2))).to(real.dtype)
         subset = real[rows]
-        if self.checkpoint_recovery and torch.is_grad_enabled():
-            features = unet_features(self.recovery.encoder, self.recovery.decoder, subset, checkpoint_stages=True)[1]
-            reconstruction = self.recovery.decoder.seg_layers[-1](features[-1])
-        else:
-            reconstruction = self.recovery(subset)
+        features = unet_features(self.recovery.encoder, self.recovery.decoder, subset,
+                                 self.checkpoint_recovery and torch.is_grad_enabled())[1]
+        reconstruction = self.recovery.decoder.seg_layers[-1](features[-1])
         completed = subset * keep + reconstruction.to(real.dtype) * (1 - keep)
         return completed if len(rows) == len(real) else real.index_copy(0, rows, completed)
 

@@ -60,6 +60,7 @@ def test_benchmark_reports_every_trainer_side_by_side_with_nnunet(tmp_path):
     (["--synthetic-plan", "cpu-small", "--steps", "0"], "at least 1"),
     (["--synthetic-plan", "cpu-small", "--complete-share", "1.5"], "[0, 1]"),
     (["--synthetic-plan", "cpu-small", "-tr", "FastTrainer"], "unknown trainer 'FastTrainer'"),
+    (["--synthetic-plan", "cpu-small", "-tr", "DSMMPlanner"], "unknown trainer 'DSMMPlanner'"),
 ])
 def test_benchmark_rejects_bad_options_with_a_clear_message(args, message, capsys):
     with pytest.raises(SystemExit) as error:
