@@ -1,4 +1,5 @@
-"""Convert BraTS 2018/2020/2021 folders into nnU-Net raw format with simulated missing modalities.
+"""BraTS in nnU-Net raw format: the channel and region conventions (shared by ``synth`` and the
+benchmark's plans), and the conversion of BraTS 2018/2020/2021 folders with simulated missing modalities.
 
 A BraTS case is a folder ``<CASE>/`` holding ``<CASE>_flair.nii.gz``, ``_t1``, ``_t1ce``,
 ``_t2`` and ``_seg`` (2018 nests them under ``HGG/`` and ``LGG/``). BraTS labels 1 (necrosis),
@@ -11,14 +12,28 @@ import json
 import os
 
 import numpy as np
-from tqdm import tqdm
 
 from nnunet_dsmm.modalities import simulate_missing
-from nnunet_dsmm.raw_data import RawDataError, write_raw_case
-from nnunet_dsmm.synth import BRATS_CHANNELS, brats_dataset_json
+from nnunet_dsmm.raw_data import RawDataError, write_raw_dataset
 
-BRATS_SUFFIXES = ("flair", "t1", "t1ce", "t2")  # same order as BRATS_CHANNELS
+BRATS_CHANNELS = ("FLAIR", "T1", "T1ce", "T2")
+BRATS_SUFFIXES = ("flair", "t1", "t1ce", "t2")  # file suffixes, same order as BRATS_CHANNELS
+# nnU-Net's BraTS convention: labels 1 oedema, 2 necrosis/non-enhancing core, 3 enhancing tumour.
+BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+BRATS_REGIONS_CLASS_ORDER = [1, 2, 3]
 BRATS_TO_NNUNET_LABEL = {0: 0, 1: 2, 2: 1, 4: 3}
+
+
+def brats_dataset_json(num_training: int, name: str) -> dict:
+    """dataset.json of a four-channel BraTS dataset with the regions WT, TC, ET."""
+    return {
+        "name": name,
+        "channel_names": {str(i): c for i, c in enumerate(BRATS_CHANNELS)},
+        "labels": BRATS_LABELS,
+        "regions_class_order": BRATS_REGIONS_CLASS_ORDER,
+        "numTraining": num_training,
+        "file_ending": ".nii.gz",
+    }
 
 
 def find_brats_cases(source: str) -> dict[str, str]:
@@ -71,39 +86,30 @@ def convert_brats(source: str, out_dir: str, fm_ratio: float, seed: int, split_f
     """
     import SimpleITK as sitk
 
-    cases = find_brats_cases(source)
-    split = load_split(split_file) if split_file else {"train": list(cases), "val": [], "test": []}
-    unknown = [c for part in split.values() for c in part if c not in cases]
+    cases_found = find_brats_cases(source)
+    split = load_split(split_file) if split_file else {"train": list(cases_found), "val": [], "test": []}
+    unknown = [c for part in split.values() for c in part if c not in cases_found]
     if unknown:
         raise RawDataError(f"nnunet-dsmm: split file names cases not found below {source}: {unknown[:5]}")
-    if os.path.exists(os.path.join(out_dir, "dataset.json")):
-        raise RawDataError(f"nnunet-dsmm: {out_dir} already holds a dataset; choose an empty output folder")
     rng = np.random.default_rng(seed)
     training = split["train"] + split["val"]
     dropped = simulate_missing(training, len(BRATS_CHANNELS), fm_ratio, rng)
-    for sub in ("imagesTr", "labelsTr") + (("imagesTs", "labelsTs") if split["test"] else ()):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-    written = {}
-    for case in tqdm(training + split["test"], desc="Converting BraTS cases"):
-        folder = cases[case]
-        images = [sitk.ReadImage(_brats_file(folder, case, s)) for s in BRATS_SUFFIXES]
-        label_path = _brats_file(folder, case, "seg")
-        label_image = sitk.ReadImage(label_path)
-        label = sitk.GetImageFromArray(convert_label(sitk.GetArrayFromImage(label_image), case, label_path))
-        label.CopyInformation(label_image)
-        part = "Tr" if case in dropped else "Ts"
-        how = write_raw_case(os.path.join(out_dir, f"images{part}"), case, images, label_image,
-                             dropped.get(case, []), missing_as, ".nii.gz", rng)
-        if how:
-            written[case] = how
-        sitk.WriteImage(label, os.path.join(out_dir, f"labels{part}", f"{case}.nii.gz"), useCompression=True)
-    with open(os.path.join(out_dir, "dataset.json"), "w") as f:
-        json.dump(brats_dataset_json(len(training), name), f, indent=2)
+
+    def cases():
+        for case in training + split["test"]:
+            folder = cases_found[case]
+            images = [sitk.ReadImage(_brats_file(folder, case, s)) for s in BRATS_SUFFIXES]
+            label_path = _brats_file(folder, case, "seg")
+            original = sitk.ReadImage(label_path)
+            label = sitk.GetImageFromArray(convert_label(sitk.GetArrayFromImage(original), case, label_path))
+            label.CopyInformation(original)
+            yield case, images, label
+
+    manifest = {"source": os.path.abspath(source), "fm_ratio": fm_ratio, "seed": seed, "missing_as": missing_as,
+                "split": split}
+    manifest = write_raw_dataset(out_dir, brats_dataset_json(len(training), name), cases(), dropped, missing_as,
+                                 rng, manifest, "Converting BraTS cases")
     if split["val"]:
         with open(os.path.join(out_dir, "splits_final.json"), "w") as f:
             json.dump([{"train": split["train"], "val": split["val"]}], f, indent=2)
-    manifest = {"source": os.path.abspath(source), "fm_ratio": fm_ratio, "seed": seed, "missing_as": missing_as,
-                "channels": list(BRATS_CHANNELS), "split": split, "dropped": dropped, "written_as": written}
-    with open(os.path.join(out_dir, "missing_manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
     return manifest

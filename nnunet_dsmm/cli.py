@@ -8,104 +8,28 @@ import json
 import os
 import sys
 
-from tqdm import tqdm
-
-from nnunet_dsmm.modalities import channel_names, combination_name
-from nnunet_dsmm.raw_data import (
-    MISSING_AS,
-    RawDataError,
-    combination_counts,
-    num_channels,
-    read_case,
-    scan_cases,
-)
+from nnunet_dsmm.errors import DSMMError
+from nnunet_dsmm.raw_data import MISSING_AS
 
 
-def _raw_folder(args) -> str:
-    if args.raw:
-        return args.raw
-    if args.d is None:
-        raise SystemExit("nnunet_dsmm check: give -d DATASET_ID (with nnUNet_raw set) or --raw FOLDER")
-    from nnunetv2.paths import nnUNet_raw
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    if nnUNet_raw is None:
-        raise SystemExit("nnunet_dsmm check: the environment variable nnUNet_raw is not set")
-    return os.path.join(nnUNet_raw, maybe_convert_to_dataset_name(args.d))
-
-
-def check_dataset(folder: str, show_progress: bool = True) -> dict:
-    """Availability of every channel of every case, combination counts, FM ratio and all errors."""
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-
-    with open(os.path.join(folder, "dataset.json")) as f:
-        dataset_json = json.load(f)
-    channels = num_channels(dataset_json)
-    report = {"dataset": folder, "channels": channel_names(dataset_json), "splits": {}, "errors": []}
-    for split, labels in (("imagesTr", "labelsTr"), ("imagesTs", None)):
-        images_dir = os.path.join(folder, split)
-        if not os.path.isdir(images_dir):
-            continue
-        cases, problems = scan_cases(images_dir, os.path.join(folder, labels) if labels else None, dataset_json)
-        report["errors"] += problems
-        availability = {}
-        readable = [c for c in cases if c.images and not (labels and c.label is None)]
-        if readable:
-            rw = determine_reader_writer_from_dataset_json(dataset_json, next(iter(readable[0].images.values())),
-                                                           verbose=False)
-        for case in tqdm(readable, desc=f"Reading {split}", disable=not show_progress):
-            try:
-                availability[case.name] = [bool(a) for a in read_case(case, channels, rw)[3]]
-            except RawDataError as e:
-                report["errors"].append(str(e))
-        counts = combination_counts(availability.values())
-        full = counts.get((True,) * channels, 0)
-        report["splits"][split] = {
-            "cases": availability,
-            "combinations": [{"available": list(k), "count": v} for k, v in counts.items()],
-            "full_modal_ratio": full / len(availability) if availability else 0.0,
-        }
-    return report
-
-
-def _print_report(report: dict) -> None:
-    names = report["channels"]
-    print(f"Dataset {report['dataset']}: {len(names)} channels ({', '.join(names)})")
-    for split, info in report["splits"].items():
-        cases = info["cases"]
-        print(f"\n{split}: {len(cases)} readable cases")
-        width = max([len(c) for c in cases] + [4])
-        print("  " + "case".ljust(width) + "  " + "  ".join(names))
-        for case, available in cases.items():
-            marks = "  ".join(("●" if a else "○").center(len(n)) for a, n in zip(available, names))
-            print("  " + case.ljust(width) + "  " + marks)
-        print("  channel combinations:")
-        for entry in info["combinations"]:
-            code = "".join("●" if a else "○" for a in entry["available"])
-            print(f"    {code}  {combination_name(entry['available'], names):<30} {entry['count']}")
-        print(f"  full-modal (FM) ratio: {100 * info['full_modal_ratio']:.1f}%")
-    if report["errors"]:
-        print(f"\n{len(report['errors'])} error(s):")
-        for error in report["errors"]:
-            print("  " + error)
-    else:
-        print("\nNo errors.")
+class UsageError(DSMMError):
+    """Options that do not go together."""
 
 
 def _cmd_check(args) -> int:
-    report = check_dataset(_raw_folder(args), show_progress=not args.no_progress)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print_report(report)
+    from nnunet_dsmm.check import check_dataset, format_check_report
+    from nnunet_dsmm.locations import raw_dataset_folder
+
+    if not args.raw and args.d is None:
+        raise UsageError("nnunet_dsmm check: give -d DATASET_ID (with nnUNet_raw set) or --raw FOLDER")
+    report = check_dataset(args.raw or raw_dataset_folder(args.d), show_progress=not args.no_progress)
+    print(json.dumps(report, indent=2) if args.json else format_check_report(report))
     return 1 if report["errors"] else 0
 
 
 def _cmd_synth(args) -> int:
     from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
 
-    if os.path.exists(os.path.join(args.output, "dataset.json")):
-        raise SystemExit(f"nnunet_dsmm synth: {args.output} already holds a dataset; choose an empty folder")
     config = SynthConfig(shape=tuple(args.shape), num_train=args.num_train, num_test=args.num_test,
                          fm_ratio=args.fm_ratio, seed=args.seed, missing_as=args.missing_as)
     manifest = write_synthetic_dataset(args.output, config, name=args.name)
@@ -126,17 +50,10 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
     from nnunet_dsmm.evaluation import EmptyMaskConvention, evaluate
+    from nnunet_dsmm.locations import trained_model_folder
 
-    models = []
-    for trainer in args.tr:
-        folder = get_output_folder(args.d, trainer, args.p, args.c)
-        if not os.path.isdir(folder):
-            raise SystemExit(f"nnunet_dsmm evaluate: no trained model at {folder}; train it with "
-                             f"nnUNetv2_train {args.d} {args.c} {args.f} -p {args.p} -tr {trainer}")
-        models.append((trainer, folder))
+    models = [(trainer, trained_model_folder(args.d, trainer, args.p, args.c, args.f)) for trainer in args.tr]
     convention = EmptyMaskConvention(args.empty_both[0], args.empty_both[1], args.empty_one[0], args.empty_one[1])
     summary = evaluate(models, args.f, args.i, args.l, args.o, args.device, convention, args.checkpoint,
                        use_mirroring=not args.disable_tta)
@@ -148,16 +65,11 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_recover(args) -> int:
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    from nnunet_dsmm.locations import trained_model_folder
+    from nnunet_dsmm.recovery import recover
 
-    from nnunet_dsmm.recovery import RecoveryError, recover
-
-    folder = get_output_folder(args.d, args.tr, args.p, args.c)
-    try:
-        report = recover(folder, args.f, args.i, args.o, args.hide, args.cases, args.device, args.checkpoint)
-    except RecoveryError as e:
-        print(str(e), file=sys.stderr)
-        return 2
+    folder = trained_model_folder(args.d, args.tr, args.p, args.c, args.f)
+    report = recover(folder, args.f, args.i, args.o, args.hide, args.cases, args.device, args.checkpoint)
     for case, entry in report["cases"].items():
         print(f"{case}: recovered {', '.join(entry['recovered'])}; preview {entry['preview']}")
         for name, metric in entry["metrics"].items():
@@ -177,54 +89,31 @@ def _cmd_demo(args) -> int:
 def _cmd_benchmark(args) -> int:
     from nnunet_dsmm.benchmark import (
         DEFAULT_TRAINERS,
+        SYNTHETIC_CONFIGURATION,
         BenchmarkSettings,
         format_report,
+        preprocessed_plans,
         run_benchmark,
         synthetic_plans,
-        trainer_class,
         write_report,
     )
 
     if (args.d is None) == (args.synthetic_plan is None):
-        raise SystemExit("nnunet_dsmm benchmark: give either -d DATASET_ID (a preprocessed dataset) or "
+        raise UsageError("nnunet_dsmm benchmark: give either -d DATASET_ID (a preprocessed dataset) or "
                          "--synthetic-plan NAME")
     if args.real_batches and args.d is None:
-        raise SystemExit("nnunet_dsmm benchmark: --real-batches needs -d DATASET_ID with preprocessed data")
+        raise UsageError("nnunet_dsmm benchmark: --real-batches needs -d DATASET_ID with preprocessed data")
+    settings = BenchmarkSettings(device=args.device, steps=args.steps, warmup=args.warmup,
+                                 complete_share=args.complete_share, real_batches=args.real_batches,
+                                 batch_size=args.batch_size, prediction=not args.no_prediction,
+                                 prediction_repeats=args.prediction_repeats, use_mirroring=not args.disable_tta,
+                                 seed=args.seed, trainers=args.tr or list(DEFAULT_TRAINERS))
     if args.d is not None:
-        from nnunetv2.paths import nnUNet_preprocessed
-        from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-        if not nnUNet_preprocessed.is_set():
-            raise SystemExit("nnunet_dsmm benchmark: the environment variable nnUNet_preprocessed is not set")
-        folder = os.path.join(str(nnUNet_preprocessed), maybe_convert_to_dataset_name(args.d))
-        plans_file = os.path.join(folder, f"{args.p}.json")
-        if not os.path.isfile(plans_file):
-            raise SystemExit(f"nnunet_dsmm benchmark: no plans at {plans_file}; run nnUNetv2_plan_and_preprocess "
-                             f"-d {args.d} -fpe DSMMFingerprintExtractor -pl DSMMPlanner first")
-        with open(plans_file) as f:
-            plans = json.load(f)
-        with open(os.path.join(folder, "dataset.json")) as f:
-            dataset_json = json.load(f)
+        plans, dataset_json = preprocessed_plans(args.d, args.p)
         source, configuration = f"{plans['dataset_name']}/{args.p}", args.c
     else:
-        try:
-            plans, dataset_json = synthetic_plans(args.synthetic_plan)
-        except ValueError as e:
-            raise SystemExit(f"nnunet_dsmm benchmark: {e}") from None
-        source, configuration = f"synthetic:{args.synthetic_plan}", "3d_fullres"
-    if configuration not in plans["configurations"]:
-        raise SystemExit(f"nnunet_dsmm benchmark: configuration {configuration!r} is not in plans {source}; "
-                         f"it has {', '.join(plans['configurations'])}")
-    try:
-        settings = BenchmarkSettings(device=args.device, steps=args.steps, warmup=args.warmup,
-                                     complete_share=args.complete_share, real_batches=args.real_batches,
-                                     batch_size=args.batch_size, prediction=not args.no_prediction,
-                                     prediction_repeats=args.prediction_repeats, use_mirroring=not args.disable_tta,
-                                     seed=args.seed, trainers=args.tr or list(DEFAULT_TRAINERS))
-        for name in settings.trainers:
-            trainer_class(name)
-    except ValueError as e:
-        raise SystemExit(f"nnunet_dsmm benchmark: {e}") from None
+        plans, dataset_json = synthetic_plans(args.synthetic_plan)
+        source, configuration = f"synthetic:{args.synthetic_plan}", SYNTHETIC_CONFIGURATION
     report = run_benchmark(plans, dataset_json, configuration, settings, source,
                            log=lambda line: print(line, file=sys.stderr))
     print(format_report(report))
@@ -344,11 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, run the subcommand; an error of ours is printed (no traceback) and exits with 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except RawDataError as e:
-        print(str(e), file=sys.stderr)
+    except DSMMError as error:
+        print(str(error), file=sys.stderr)
         return 2
 
 

@@ -19,12 +19,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
 
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_DSMMDemo"
 CONFIGURATION = "3d_demo"
 REGION_COLOURS = {"whole tumor": (0.9, 0.1, 0.1), "tumor core": (0.1, 0.8, 0.1), "enhancing tumor": (0.6, 0.2, 0.8)}
+
+
+class DemoError(DSMMError, RuntimeError):
+    """The demo cannot start (output folder in use) or one of its commands failed (the message names its log)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def _run(args: list[str], env: dict, log_path: str, show=("Epoch ", "Pseudo dice
             if any(s in line for s in show):
                 print("    " + line.rstrip()[-110:], flush=True)
         if process.wait() != 0:
-            raise RuntimeError(f"nnunet-dsmm demo: '{' '.join(args)}' failed; see {log_path}")
+            raise DemoError(f"nnunet-dsmm: demo step '{' '.join(args)}' failed; see {log_path}")
 
 
 def add_demo_configuration(plans_file: str, max_features: int) -> None:
@@ -124,7 +129,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     budget = BUDGETS[budget_name]
     out_dir = os.path.abspath(out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise SystemExit(f"nnunet_dsmm demo: {out_dir} is not empty; choose a new output folder")
+        raise DemoError(f"nnunet-dsmm: demo output folder {out_dir} is not empty; choose a new output folder")
     start = time.time()
     folders = {k: os.path.join(out_dir, k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     logs, figures = os.path.join(out_dir, "logs"), os.path.join(out_dir, "figures")

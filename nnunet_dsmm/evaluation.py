@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
-from nnunet_dsmm.raw_data import list_cases
+from nnunet_dsmm.raw_data import available_channels, list_cases
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def predict_combinations(model_folder: str, fold: int | str, images_dir: str, ou
             else:
                 if data is None:
                     data, _, properties = preprocessor.run_case(files, None, plans, config, dataset_json)
-                if any(c and not a for c, a in zip(code, properties["available_channels"])):
+                if any(c and not a for c, a in zip(code, available_channels(properties, len(names)))):
                     if progress is not None:
                         progress.update()
                     continue

@@ -1,5 +1,11 @@
-"""Modality sets: channel names, the 2^M - 1 combinations, their prompts, and the paper's
-rule for simulating missing modalities in a training set."""
+"""Modality sets: channel names, the 2^M - 1 combinations and their two orders, their prompts,
+and the paper's rule for simulating missing modalities in a training set.
+
+A combination (availability code) is one bool per channel in dataset.json order. Two orders of
+the 2^M - 1 non-empty codes are used: the *display order* of tables and figures
+(``all_combinations``: fewest channels first) and the *index order* of the prompt-embedding table
+(``code_index``: the code read as a binary number, channel 0 the lowest bit, minus one).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,17 @@ def all_combinations(num_channels: int) -> list[tuple[bool, ...]]:
     return sorted(codes, key=lambda code: (sum(code), [not c for c in code]))
 
 
+def code_index(code):
+    """Row of each (B, M) bool code in the index order: the code as a binary number minus 1 (a torch tensor)."""
+    bits = code.long()
+    return (bits * bits.new_tensor([1 << i for i in range(bits.shape[1])])).sum(dim=1) - 1
+
+
+def code_from_index(index: int, num_channels: int) -> list[bool]:
+    """The code in row ``index`` of the index order (inverse of ``code_index``)."""
+    return [bool((index + 1) >> i & 1) for i in range(num_channels)]
+
+
 def combination_name(code: Sequence[bool], names: Sequence[str]) -> str:
     """Short name of a combination, e.g. ``FLAIR+T1ce``."""
     return "+".join(name for name, present in zip(names, code) if present)
@@ -35,6 +52,11 @@ def prompt(code: Sequence[bool], names: Sequence[str]) -> str:
         raise ValueError("a prompt needs at least one available modality")
     listed = present[0] if len(present) == 1 else ", ".join(present[:-1]) + " and " + present[-1]
     return PROMPT_TEMPLATE.format(listed)
+
+
+def prompts_in_index_order(names: Sequence[str]) -> list[str]:
+    """The prompt of every combination, row by row of the index order (the prompt-embedding table)."""
+    return [prompt(code_from_index(i, len(names)), names) for i in range(2 ** len(names) - 1)]
 
 
 def simulate_missing(case_names: Sequence[str], num_channels: int, fm_ratio: float,

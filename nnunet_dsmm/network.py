@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nnunet_dsmm.hypernetwork import HyperPredictionHeads
+from nnunet_dsmm.modalities import code_index
 
 
 def detect_modality_code(x: torch.Tensor) -> torch.Tensor:
@@ -18,16 +19,6 @@ def detect_modality_code(x: torch.Tensor) -> torch.Tensor:
     present = (low != 0) | (high != 0)
     present[~present.any(dim=1)] = True
     return present
-
-
-def code_index(code: torch.Tensor) -> torch.Tensor:
-    """Row of a code in the table of the 2^M - 1 combinations: binary value of the code minus 1."""
-    powers = 2 ** torch.arange(code.shape[1], device=code.device)
-    return (code.long() * powers).sum(dim=1) - 1
-
-
-def code_from_index(index: int, num_modalities: int) -> list[bool]:
-    return [bool((index + 1) >> i & 1) for i in range(num_modalities)]
 
 
 def _decoder_stage(transpconv: nn.Module, stage: nn.Module, lres: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:

@@ -3,20 +3,29 @@
 nnU-Net lists a case's images as whatever ``CASE_XXXX<ending>`` files exist, so a missing
 file shifts every later channel. Here every file goes to the channel index of its suffix,
 absent or all-zero channels become zeros, and bad input raises ``RawDataError`` naming the
-case and the file.
+case and the file. A case's availability (one bool per channel) travels with its preprocessed
+properties under ``AVAILABLE_CHANNELS_KEY``. Writing raw datasets (``synth``, ``convert-brats``)
+goes through ``write_raw_dataset``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnunet_dsmm.errors import DSMMError
 
-class RawDataError(ValueError):
+#: key of a case's channel availability in nnU-Net's preprocessed properties (.pkl)
+AVAILABLE_CHANNELS_KEY = "available_channels"
+
+
+class RawDataError(DSMMError, ValueError):
     """Bad input in a raw dataset; the message names the case and the file."""
 
 
@@ -38,24 +47,31 @@ def num_channels(dataset_json: dict) -> int:
     return len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
 
 
-def _file_pattern(file_ending: str) -> re.Pattern:
-    return re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending) + "$")
+def available_channels(properties: dict, channels: int) -> np.ndarray:
+    """A preprocessed case's stored availability (all True for data preprocessed without this plugin)."""
+    return np.asarray(properties.get(AVAILABLE_CHANNELS_KEY, [True] * channels), dtype=bool)
+
+
+def image_case_and_channel(path: str, dataset_json: dict) -> tuple[str, int]:
+    """Case name and channel index of an image file ``CASE_XXXX<ending>``; a ``RawDataError``
+    naming the file if the name has no such suffix or dataset.json does not declare the channel."""
+    ending = dataset_json["file_ending"]
+    file = os.path.basename(path)
+    match = re.fullmatch(r"(?P<case>.+)_(?P<channel>\d{4})" + re.escape(ending), file)
+    if match is None:
+        raise raw_error(file.removesuffix(ending), path, f"name does not end in _XXXX{ending}")
+    n, channel = num_channels(dataset_json), int(match["channel"])
+    if channel >= n:
+        raise raw_error(match["case"], path, f"channel index {channel:04d} is not declared in dataset.json, "
+                                             f"which has {n} channels (_0000 to _{n - 1:04d})")
+    return match["case"], channel
 
 
 def case_from_files(image_files: Sequence[str], label_file: str | None, dataset_json: dict) -> RawCase:
-    """Group the image files nnU-Net lists for one case by channel index, checking each index."""
-    pattern = _file_pattern(dataset_json["file_ending"])
-    n = num_channels(dataset_json)
+    """Group the image files nnU-Net lists for one case by channel index, checking each name."""
     case = RawCase(name="?", label=label_file)
     for path in image_files:
-        match = pattern.match(os.path.basename(path))
-        if match is None:
-            raise raw_error(case.name, path, f"name does not end in _XXXX{dataset_json['file_ending']}")
-        case.name = match["case"]
-        channel = int(match["channel"])
-        if channel >= n:
-            raise raw_error(case.name, path, f"channel index {channel:04d} is not declared in dataset.json, "
-                                        f"which has {n} channels (_0000 to _{n - 1:04d})")
+        case.name, channel = image_case_and_channel(path, dataset_json)
         case.images[channel] = path
     if not case.images:
         if label_file is None:
@@ -72,25 +88,18 @@ def scan_cases(images_dir: str, labels_dir: str | None, dataset_json: dict) -> t
     without a label, labels or cases without any channel file.
     """
     ending = dataset_json["file_ending"]
-    pattern = _file_pattern(ending)
-    n = num_channels(dataset_json)
     cases: dict[str, RawCase] = {}
     problems: list[str] = []
     for file in sorted(os.listdir(images_dir)):
         if not file.endswith(ending):
             continue
         path = os.path.join(images_dir, file)
-        match = pattern.match(file)
-        if match is None:
-            problems.append(str(raw_error(file[: -len(ending)], path, "name does not end in _XXXX" + ending)))
+        try:
+            name, channel = image_case_and_channel(path, dataset_json)
+        except RawDataError as error:
+            problems.append(str(error))
             continue
-        case = cases.setdefault(match["case"], RawCase(match["case"]))
-        channel = int(match["channel"])
-        if channel >= n:
-            problems.append(str(raw_error(case.name, path, f"channel index {channel:04d} is not declared in "
-                                                           f"dataset.json, which has {n} channels")))
-        else:
-            case.images[channel] = path
+        cases.setdefault(name, RawCase(name)).images[channel] = path
     if labels_dir is not None:
         labels = {f[: -len(ending)]: os.path.join(labels_dir, f)
                   for f in sorted(os.listdir(labels_dir)) if f.endswith(ending)} if os.path.isdir(labels_dir) else {}
@@ -102,9 +111,6 @@ def scan_cases(images_dir: str, labels_dir: str | None, dataset_json: dict) -> t
         for name, label in labels.items():
             if name not in cases:
                 problems.append(str(raw_error(name, label, "label exists but the case has no channel file at all")))
-    for case in cases.values():
-        if not case.images:
-            problems.append(str(raw_error(case.name, None, "the case has no channel file at all")))
     return list(cases.values()), problems
 
 
@@ -230,3 +236,48 @@ def write_raw_case(images_dir: str, case: str, channels: Sequence, reference, dr
             image.CopyInformation(reference)
         sitk.WriteImage(image, path, useCompression=True)
     return how
+
+
+def write_raw_dataset(out_dir: str, dataset_json: dict, cases: Iterable[tuple[str, Sequence, object]],
+                      dropped: dict[str, list[int]], missing_as: str, rng: np.random.Generator,
+                      manifest: dict, progress: str) -> dict:
+    """Write a raw dataset with simulated missing modalities, then dataset.json and ``missing_manifest.json``.
+
+    ``cases`` yields ``(name, channels, label_image)``: channel images (SimpleITK images or arrays)
+    and the label as a SimpleITK image whose geometry the arrays take. Cases named in ``dropped``
+    go to imagesTr/labelsTr without their dropped channels; the others go complete to
+    imagesTs/labelsTs. The manifest gets the channels, what was dropped and how each dropped
+    channel was written, and the test cases. Refuses a folder that already holds a dataset.
+    """
+    import SimpleITK as sitk
+    from tqdm import tqdm
+
+    if os.path.exists(os.path.join(out_dir, "dataset.json")):
+        raise RawDataError(f"nnunet-dsmm: {out_dir} already holds a dataset; choose an empty output folder")
+    ending = dataset_json["file_ending"]
+    written, test_cases, created = {}, [], []
+    try:
+        for name, channels, label in tqdm(cases, desc=progress):
+            part = "Tr" if name in dropped else "Ts"
+            if part == "Ts":
+                test_cases.append(name)
+            for sub in (f"images{part}", f"labels{part}"):
+                folder = os.path.join(out_dir, sub)
+                if not os.path.isdir(folder):
+                    os.makedirs(folder)
+                    created.append(folder)
+            how = write_raw_case(os.path.join(out_dir, f"images{part}"), name, channels, label,
+                                 dropped.get(name, []), missing_as, ending, rng)
+            if how:
+                written[name] = how
+            sitk.WriteImage(label, os.path.join(out_dir, f"labels{part}", name + ending), useCompression=True)
+    except BaseException:  # leave nothing half-written
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    manifest = {**manifest, "channels": [dataset_json["channel_names"][str(c)] for c in range(num_channels(
+        dataset_json))], "dropped": dropped, "written_as": written, "test_cases": test_cases}
+    for file, content in (("dataset.json", dataset_json), ("missing_manifest.json", manifest)):
+        with open(os.path.join(out_dir, file), "w") as f:
+            json.dump(content, f, indent=2)
+    return manifest

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.modalities import channel_names
-from nnunet_dsmm.raw_data import RawDataError, list_cases
+from nnunet_dsmm.raw_data import RawDataError, available_channels, list_cases
 
 
-class RecoveryError(RuntimeError):
+class RecoveryError(DSMMError, RuntimeError):
     """The model or the output location cannot be used for recovery."""
 
 
@@ -119,7 +120,7 @@ def recover(model_folder: str, fold: int | str, images_dir: str, out_dir: str, h
     for case in all_cases:
         files = [case.images[c] for c in sorted(case.images)]
         data, _, properties = preprocessor.run_case(files, None, plans, config, dataset_json)
-        real_available = np.array(properties["available_channels"])
+        real_available = available_channels(properties, len(names))
         available = real_available & ~hidden
         targets = np.flatnonzero(~available)
         if targets.size == 0 or not available.any():

@@ -9,21 +9,14 @@ conversion (1 oedema, 2 necrosis / non-enhancing core, 3 enhancing) with regions
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
-from tqdm import tqdm
 
+from nnunet_dsmm.brats import BRATS_CHANNELS, brats_dataset_json
 from nnunet_dsmm.modalities import simulate_missing
-from nnunet_dsmm.raw_data import write_raw_case
-
-BRATS_CHANNELS = ("FLAIR", "T1", "T1ce", "T2")
-# nnU-Net's BraTS convention: labels 1 oedema, 2 necrosis/non-enhancing core, 3 enhancing tumour.
-BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
-BRATS_REGIONS_CLASS_ORDER = [1, 2, 3]
+from nnunet_dsmm.raw_data import write_raw_dataset
 
 # Mean intensity per tissue and channel (FLAIR, T1, T1ce, T2).
 TISSUE_INTENSITY = {
@@ -44,17 +37,6 @@ class SynthConfig:
     fm_ratio: float = 0.1
     seed: int = 0
     missing_as: str = "absent"
-
-
-def brats_dataset_json(num_training: int, name: str) -> dict:
-    return {
-        "name": name,
-        "channel_names": {str(i): c for i, c in enumerate(BRATS_CHANNELS)},
-        "labels": BRATS_LABELS,
-        "regions_class_order": BRATS_REGIONS_CLASS_ORDER,
-        "numTraining": num_training,
-        "file_ending": ".nii.gz",
-    }
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
@@ -111,32 +93,17 @@ def write_synthetic_dataset(out_dir: str, config: SynthConfig, name: str = "Synt
     import SimpleITK as sitk
 
     rng = np.random.default_rng(config.seed)
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     train = [f"{name}_{i:03d}" for i in range(config.num_train)]
     test = [f"{name}_{i:03d}" for i in range(config.num_train, config.num_train + config.num_test)]
     dropped = simulate_missing(train, len(BRATS_CHANNELS), config.fm_ratio, rng)
-    written = {}
-    for case in tqdm(train + test, desc="Synthesising cases"):
-        images, labels = synth_case(rng, config.shape)
-        reference = sitk.GetImageFromArray(labels)
-        reference.SetSpacing((1.0, 1.0, 1.0))
-        split = "Tr" if case in dropped else "Ts"
-        how = write_raw_case(os.path.join(out_dir, f"images{split}"), case, list(images), reference,
-                             dropped.get(case, []), config.missing_as, ".nii.gz", rng)
-        if how:
-            written[case] = how
-        sitk.WriteImage(reference, os.path.join(out_dir, f"labels{split}", f"{case}.nii.gz"), useCompression=True)
-    with open(os.path.join(out_dir, "dataset.json"), "w") as f:
-        json.dump(brats_dataset_json(len(train), name), f, indent=2)
-    manifest = {
-        "source": "nnunet_dsmm synth",
-        "config": {**config.__dict__, "shape": list(config.shape)},
-        "channels": list(BRATS_CHANNELS),
-        "dropped": dropped,
-        "written_as": written,
-        "test_cases": test,
-    }
-    with open(os.path.join(out_dir, "missing_manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
-    return manifest
+
+    def cases():
+        for case in train + test:
+            images, labels = synth_case(rng, config.shape)
+            label = sitk.GetImageFromArray(labels)
+            label.SetSpacing((1.0, 1.0, 1.0))
+            yield case, list(images), label
+
+    manifest = {"source": "nnunet_dsmm synth", "config": {**config.__dict__, "shape": list(config.shape)}}
+    return write_raw_dataset(out_dir, brats_dataset_json(len(train), name), cases(), dropped, config.missing_as,
+                             rng, manifest, "Synthesising cases")

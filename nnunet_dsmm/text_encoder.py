@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nnunet_dsmm.errors import DSMMError
+
 TEXT_ENCODER_ENV = "DSMM_TEXT_ENCODER"
 CLIP_PRETRAINED_ENV = "DSMM_CLIP_PRETRAINED"
 UNTRAINED_SEED = 0
@@ -30,7 +32,7 @@ TEXT_ENCODERS = {
 }
 
 
-class TextEncoderError(RuntimeError):
+class TextEncoderError(DSMMError, RuntimeError):
     """The text encoder could not be loaded; the message says how to fix it."""
 
 

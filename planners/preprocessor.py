@@ -1,21 +1,19 @@
 """``DSMMPreprocessor``: nnU-Net preprocessing with channels placed by file suffix, missing
-channels zero-filled (and exactly zero after normalisation), and ``available_channels`` stored
-in each case's properties. Serves ``nnUNetv2_preprocess`` and ``nnUNetv2_predict`` alike."""
+channels zero-filled (and exactly zero after normalisation), and each case's availability stored
+in its properties (``raw_data.AVAILABLE_CHANNELS_KEY``). Serves ``nnUNetv2_preprocess`` and
+``nnUNetv2_predict`` alike."""
 
 from __future__ import annotations
 
 import shutil
 
-import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_dsmm.raw_data import case_from_files, num_channels, read_case, training_cases
-
-AVAILABLE_CHANNELS_KEY = "available_channels"
+from nnunet_dsmm.raw_data import AVAILABLE_CHANNELS_KEY, case_from_files, num_channels, read_case, training_cases
 
 
 class DSMMPreprocessor(DefaultPreprocessor):
@@ -45,7 +43,3 @@ class DSMMPreprocessor(DefaultPreprocessor):
             shutil.rmtree(output_directory, ignore_errors=True)
             raise
 
-
-def available_channels(properties: dict, channels: int) -> np.ndarray:
-    """The stored availability mask (all True for data preprocessed without this plugin)."""
-    return np.asarray(properties.get(AVAILABLE_CHANNELS_KEY, [True] * channels), dtype=bool)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +35,26 @@ def run_cmd(args: list[str], env: dict[str, str], check: bool = True, timeout: i
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-5000:]}")
     return result
+
+
+def run_until(args: list[str], env: dict[str, str], stop: Callable[[str], bool], timeout: int = 900) -> str:
+    """Run a console script and kill it, with every process it started, at the first output line
+    for which ``stop`` is true: an interrupted run. Returns the output up to that line."""
+    process = subprocess.Popen([str(BIN / args[0]), *args[1:]], env={**env, "PYTHONUNBUFFERED": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    watchdog = threading.Timer(timeout, os.killpg, (process.pid, signal.SIGKILL))
+    watchdog.start()
+    output = []
+    try:
+        for line in process.stdout:
+            output.append(line)
+            if stop(line):
+                return "".join(output)
+        raise AssertionError(f"{' '.join(args)} ended before the line to stop at:\n{''.join(output)[-5000:]}")
+    finally:
+        watchdog.cancel()
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def make_dataset(root: Path, dataset_id: int, **config) -> tuple[Path, dict]:

@@ -108,3 +108,23 @@ def test_convert_brats_with_split_and_reproducible_manifest(tmp_path):
     assert len(list((out / "imagesTs").glob(f"{names[4]}_*.nii.gz"))) == 4
     assert json.loads((out / "splits_final.json").read_text()) == [{"train": names[:3], "val": names[3:4]}]
     assert BIN.exists()
+
+
+def test_errors_of_ours_exit_with_2_and_a_message_without_traceback(tmp_path):
+    folder, _ = make_dataset(tmp_path, 953, num_train=2, num_test=0)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    again = run_cmd(["nnunet_dsmm", "synth", "-o", str(folder), "--num-train", "2"], dict(os.environ), check=False)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.startswith("nnunet-dsmm:") and "already holds a dataset" in again.stderr
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+    env = {**os.environ, "nnUNet_raw": str(tmp_path / "raw"), "nnUNet_results": str(tmp_path / "results")}
+    missing = run_cmd(["nnunet_dsmm", "evaluate", "-d", "953", "-c", "3d_fullres", "-tr", "DSMMTrainer", "-i",
+                       str(folder / "imagesTr"), "-l", str(folder / "labelsTr"), "-o", str(tmp_path / "eval")],
+                      env, check=False)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "nnUNetv2_train 953 3d_fullres 0 -p DSMMPlans -tr DSMMTrainer" in missing.stderr
+    assert not (tmp_path / "eval").exists()
+
+    usage = run_cmd(["nnunet_dsmm", "check"], dict(os.environ), check=False)
+    assert usage.returncode == 2 and "give -d DATASET_ID" in usage.stderr

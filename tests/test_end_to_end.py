@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from tests.conftest import make_dataset, nnunet_env, run_cmd
+from tests.conftest import make_dataset, nnunet_env, run_cmd, run_until
 
 DATASET_ID = 901
 SMOKE = {"DSMM_NUM_EPOCHS": "2", "DSMM_NUM_ITERATIONS_PER_EPOCH": "3", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "2",
@@ -58,9 +58,13 @@ def test_plans_and_preprocessed_data_carry_the_missing_channels(planned):
                 assert np.any(data[c])
 
 
+def train_command(trainer: str, fold: int = 0, *extra: str) -> list[str]:
+    return ["nnUNetv2_train", str(DATASET_ID), "3d_fullres", str(fold), "-p", "DSMMPlans", "-tr", trainer,
+            "-device", "cpu", *extra]
+
+
 def train(env, trainer: str, fold: int = 0, *extra: str) -> Path:
-    run_cmd(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", str(fold), "-p", "DSMMPlans", "-tr", trainer,
-             "-device", "cpu", *extra], env)
+    run_cmd(train_command(trainer, fold, *extra), env)
     return Path(env["nnUNet_results"]) / f"Dataset{DATASET_ID}_Synth" / f"{trainer}__DSMMPlans__3d_fullres"
 
 
@@ -102,11 +106,13 @@ def staged(planned, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dsmm_trained(planned, staged):
-    """Stage 3: one epoch, then resumed with --c to the second."""
+    """Stage 3, interrupted once its first epoch is saved, then continued with --c to the end of its schedule."""
     _, _, _, env = planned
-    dsmm = train({**env, "DSMM_NUM_EPOCHS": "1"}, "DSMMTrainer")
-    train(env, "DSMMTrainer", 0, "--c")
-    return dsmm
+    run_until(train_command("DSMMTrainer"), env, lambda line: line.rstrip().endswith("Epoch 1"))
+    fold = Path(env["nnUNet_results"]) / f"Dataset{DATASET_ID}_Synth" / "DSMMTrainer__DSMMPlans__3d_fullres" / "fold_0"
+    interrupted = torch.load(fold / "checkpoint_best.pth", map_location="cpu", weights_only=False)
+    assert not (fold / "checkpoint_final.pth").exists() and interrupted["current_epoch"] == 1
+    return train(env, "DSMMTrainer", 0, "--c")
 
 
 def test_three_stages_with_the_stock_commands_then_predict_absent_channels(planned, staged, dsmm_trained, tmp_path):
@@ -114,7 +120,7 @@ def test_three_stages_with_the_stock_commands_then_predict_absent_channels(plann
     reference = folder / "imagesTs" / f"{manifest['test_cases'][0]}_0000.nii.gz"
     teacher, pretrain = staged
     dsmm = dsmm_trained
-    log = "".join(p.read_text() for p in (dsmm / "fold_0").glob("training_log_*.txt"))
+    log = training_log(dsmm)
     assert "UNTRAINED" in log and "NO language prior" in log
 
     checkpoint = torch.load(dsmm / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
@@ -146,6 +152,43 @@ def test_three_stages_with_the_stock_commands_then_predict_absent_channels(plann
     assert parameters == optimised, "every parameter (student, hypernetwork, M_rec) has optimiser state"
 
     assert_valid_prediction(predict_absent_t1ce(env, folder, manifest, "DSMMTrainer", tmp_path)[1], reference)
+
+
+def training_log(folder: Path) -> str:
+    return "".join(p.read_text() for p in sorted((folder / "fold_0").glob("training_log_*.txt")))
+
+
+def test_each_stage_logs_its_loss_terms_per_epoch(staged, dsmm_trained):
+    teacher, pretrain = staged
+    for folder, terms in ((teacher, ["seg"]), (pretrain, ["eq1", "da"]), (dsmm_trained, ["task", "mrec", "kd"])):
+        log = training_log(folder)
+        assert f"loss terms logged per epoch: {terms[0]} = " in log, folder.name
+        lines = [line for line in log.splitlines() if "loss terms: " in line]
+        assert len(lines) == 2, folder.name  # one per epoch (stage 3: one before, one after the interruption)
+        assert all(f" {term} " in line for line in lines for term in terms), lines
+        logging = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                             weights_only=False)["logging"]
+        for term in terms:
+            values = logging[f"train_loss_{term}"]
+            assert len(values) == len(logging["train_losses"]) == 2 and np.isfinite(values).all(), (folder, term)
+        total = np.array(logging["train_losses"])
+        if terms == ["seg"]:
+            assert np.allclose(total, logging["train_loss_seg"], rtol=1e-5)
+
+
+def test_the_schedule_is_recorded_and_continuing_under_another_is_refused(planned, dsmm_trained):
+    _, _, _, env = planned
+    fold = dsmm_trained / "fold_0"
+    schedule = {"num_epochs": 2, "num_iterations_per_epoch": 3, "num_val_iterations_per_epoch": 2}
+    assert json.loads((fold / "dsmm_schedule.json").read_text()) == schedule
+    assert "'num_epochs': 2" in json.loads((fold / "debug.json").read_text())["dsmm_schedule"]
+    assert f"nnunet-dsmm: schedule {schedule}" in training_log(dsmm_trained)
+    before = (fold / "checkpoint_final.pth").stat().st_mtime_ns
+    result = run_cmd(train_command("DSMMTrainer", 0, "--c"), {**env, "DSMM_NUM_EPOCHS": "5"}, check=False)
+    assert result.returncode != 0
+    assert "nnunet-dsmm:" in result.stderr and "'num_epochs': 2" in result.stderr and "'num_epochs': 5" in result.stderr
+    assert "DSMM_NUM_EPOCHS" in result.stderr
+    assert (fold / "checkpoint_final.pth").stat().st_mtime_ns == before
 
 
 def test_a_missing_earlier_stage_prints_the_command_to_run_first(planned):

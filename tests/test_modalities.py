@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from nnunet_dsmm.masking import apply_channel_mask, modality_dropout
-from nnunet_dsmm.modalities import all_combinations, channel_names, prompt, simulate_missing
+from nnunet_dsmm.modalities import (
+    all_combinations,
+    channel_names,
+    code_from_index,
+    code_index,
+    prompt,
+    prompts_in_index_order,
+    simulate_missing,
+)
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
@@ -17,6 +25,16 @@ def test_all_non_empty_combinations(m):
     codes = all_combinations(m)
     assert len(codes) == 2**m - 1 == len(set(codes))
     assert all(any(c) and len(c) == m for c in codes)
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_the_index_order_enumerates_every_combination_of_the_display_order_once(m):
+    codes = torch.tensor(all_combinations(m))
+    assert sorted(code_index(codes).tolist()) == list(range(2**m - 1))
+    assert all(code_from_index(int(i), m) == c.tolist() for i, c in zip(code_index(codes), codes))
+    names = [f"M{i}" for i in range(m)]
+    table = prompts_in_index_order(names)
+    assert [table[int(i)] for i in code_index(codes)] == [prompt(c.tolist(), names) for c in codes]
 
 
 @pytest.mark.parametrize("names", [["FLAIR", "T1", "T1ce", "T2"], ["CT", "PET", "MR"], ["a b", "c"]])

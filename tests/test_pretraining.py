@@ -10,6 +10,7 @@ from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 
 from nnunet_dsmm.losses import reconstruction_loss_eq1
 from nnunet_dsmm.masking import mask_input, spatial_patch_mask
+from nnunet_dsmm.trainers.base import StepBatch
 from nnunet_dsmm.trainers.pretrain import DSMMPretrainTrainer
 from tests.conftest import small_unet
 
@@ -69,8 +70,8 @@ def batch():
 
 def test_distribution_approximation_reaches_phi_and_not_f(stage2):
     data, target, available = batch()
-    _, _, da, _ = DSMMPretrainTrainer.pretraining_loss(stage2, data, target, available)
-    da.backward()
+    terms, _ = DSMMPretrainTrainer.compute_loss(stage2, StepBatch(data, target, available, training=True))
+    terms["da"].backward()
     assert all(p.grad is None for p in stage2.teacher.parameters())
     encoder_grads = [p.grad for p in stage2.network.encoder.parameters()]
     assert all(g is not None for g in encoder_grads)
@@ -83,7 +84,8 @@ def test_teacher_unchanged_after_training_steps(stage2):
     for _ in range(3):
         data, target, available = batch()
         optimizer.zero_grad()
-        DSMMPretrainTrainer.pretraining_loss(stage2, data, target, available)[0].backward()
+        terms, _ = DSMMPretrainTrainer.compute_loss(stage2, StepBatch(data, target, available, training=True))
+        DSMMPretrainTrainer.total_loss(stage2, terms).backward()
         optimizer.step()
     assert all(torch.equal(before[k], v) for k, v in stage2.teacher.state_dict().items())
 
@@ -91,5 +93,6 @@ def test_teacher_unchanged_after_training_steps(stage2):
 def test_without_da_only_eq1_is_optimised(stage2):
     stage2.teacher = None
     data, target, available = batch()
-    total, rec, da, segmentation = DSMMPretrainTrainer.pretraining_loss(stage2, data, target, available)
-    assert da is None and segmentation is None and torch.equal(total, rec)
+    terms, segmentation = DSMMPretrainTrainer.compute_loss(stage2, StepBatch(data, target, available, training=True))
+    assert set(terms) == {"eq1"} and segmentation is None
+    assert torch.equal(DSMMPretrainTrainer.total_loss(stage2, terms), terms["eq1"])

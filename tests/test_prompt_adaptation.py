@@ -17,13 +17,12 @@ from nnunet_dsmm.network import (
     DSMMNetwork,
     PromptAdaptiveUNet,
     TeacherOutputs,
-    code_from_index,
-    code_index,
     detect_modality_code,
     freeze_unused_heads,
     unet_features,
 )
 from nnunet_dsmm.text_encoder import TextEncoderError, embed_prompts
+from nnunet_dsmm.trainers.base import StepBatch
 from nnunet_dsmm.trainers.dsmm import DSMMTrainer
 from tests.conftest import small_unet
 
@@ -35,13 +34,6 @@ def test_code_detected_from_the_input():
     x[2] = 0
     assert detect_modality_code(x).tolist() == [[True, False, True, True], [False, True, False, False],
                                                 [True, True, True, True]]
-
-
-@pytest.mark.parametrize("m", [2, 3, 4])
-def test_code_index_enumerates_every_combination_once(m):
-    codes = torch.tensor(all_combinations(m))
-    assert sorted(code_index(codes).tolist()) == list(range(2**m - 1))
-    assert all(code_from_index(int(i), m) == c.tolist() for i, c in zip(code_index(codes), codes))
 
 
 def test_untrained_text_tower_gives_distinct_prompt_embeddings(monkeypatch):
@@ -114,6 +106,11 @@ def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True, checkpoint=False
     return trainer, real, available, keep, target
 
 
+def trainer_terms(trainer, real, available, keep, target) -> dict:
+    """The trainer's own Eq. 7 terms for a batch whose student sees the channels ``keep``."""
+    return DSMMTrainer.ctd_losses(trainer, StepBatch(real, target, available, training=True), keep)
+
+
 def grads_of(module):
     return [p.grad for p in module.parameters()]
 
@@ -121,7 +118,7 @@ def grads_of(module):
 @pytest.mark.parametrize("term", ["task", "mrec", "kd"])
 def test_each_term_of_eq7_reaches_only_its_modules(term):
     trainer, real, available, keep, target = ctd_setup()
-    terms = DSMMTrainer.ctd_losses(trainer, real, available, keep, target)
+    terms = trainer_terms(trainer, real, available, keep, target)
     assert set(terms) == {"task", "mrec", "kd"}
     terms[term].backward()
     recovery_grads = [g for g in grads_of(trainer.network.recovery) if g is not None]
@@ -144,7 +141,7 @@ def test_completion_keeps_real_channels_and_teacher_is_unchanged_by_training():
     optimizer = torch.optim.Adam(trainer.network.parameters(), 1e-2, weight_decay=5e-4)
     for _ in range(2):
         optimizer.zero_grad()
-        DSMMTrainer.total_loss(trainer, DSMMTrainer.ctd_losses(trainer, real, available, keep, target)).backward()
+        DSMMTrainer.total_loss(trainer, trainer_terms(trainer, real, available, keep, target)).backward()
         optimizer.step()
     assert all(torch.equal(before[k], v) for k, v in trainer.teacher.state_dict().items())
 
@@ -152,7 +149,7 @@ def test_completion_keeps_real_channels_and_teacher_is_unchanged_by_training():
 def test_kd_from_available_only_has_no_recovery_term():
     trainer, real, available, keep, target = ctd_setup(complete_with_recovery=False)
     trainer.network.recovery.requires_grad_(False)
-    terms = DSMMTrainer.ctd_losses(trainer, real, available, keep, target)
+    terms = trainer_terms(trainer, real, available, keep, target)
     assert set(terms) == {"task", "kd"}
 
 
@@ -200,7 +197,7 @@ def test_the_lean_step_computes_the_same_loss_and_gradients_as_plain_eq7(complet
     calls = []
     trainer.network.recovery.decoder.seg_layers[-1].register_forward_hook(
         lambda module, inputs, output: calls.append(len(inputs[0])))
-    lean_terms, lean_grads = terms_and_grads(trainer, DSMMTrainer.ctd_losses, real, available, keep, target)
+    lean_terms, lean_grads = terms_and_grads(trainer, trainer_terms, real, available, keep, target)
     assert calls == ([2 - len(complete_rows)] if len(complete_rows) < 2 else []), "M_rec ran on complete samples"
     plain_terms, plain_grads = terms_and_grads(trainer, plain_eq7_terms, real, available, keep, target)
     assert set(lean_terms) == set(plain_terms) == {"task", "mrec", "kd"}
@@ -216,7 +213,7 @@ def test_under_ddp_m_rec_takes_part_even_when_nothing_is_missing():
     trainer, real, available, keep, target = ctd_setup()
     available[:] = True
     trainer.network.recover_every_step = True
-    _, grads = terms_and_grads(trainer, DSMMTrainer.ctd_losses, real, available, keep, target)
+    _, grads = terms_and_grads(trainer, trainer_terms, real, available, keep, target)
     recovery = [n for n, p in trainer.network.named_parameters() if n.startswith("recovery.") and p.requires_grad]
     assert recovery and all(n in grads and not grads[n].any() for n in recovery)
 

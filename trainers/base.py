@@ -1,25 +1,51 @@
 """Shared base of the DSMM trainers: the paper's optimiser and schedule, schedules settable by
-environment variables, and each training case's channel availability."""
+environment variables (recorded, and checked when a run is continued), each training case's
+channel availability, and the one training and validation step of every stage.
+
+A stage says what it optimises through one hook, ``compute_loss(step) -> StepResult``: the named
+loss terms of a batch (and the segmentation whose pseudo Dice validation reports); ``total_loss``
+weights the terms (a plain sum unless a stage's equation weights them). The terms are logged per
+epoch in nnU-Net's logger (``train_loss_<term>``) and in the training log.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from glob import glob
+from typing import NamedTuple
 
+import numpy as np
 import torch
-from batchgenerators.utilities.file_and_folder_operations import load_pickle
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, load_pickle, save_json
+from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from torch import distributed as dist
 
+from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.masking import apply_channel_mask
-from nnunet_dsmm.planners.preprocessor import available_channels
-from nnunet_dsmm.raw_data import num_channels
+from nnunet_dsmm.raw_data import available_channels, num_channels
+from nnunet_dsmm.trainers.stages import load_earlier_stages
 
 SCHEDULE_VARIABLES = {
     "num_epochs": "DSMM_NUM_EPOCHS",
     "num_iterations_per_epoch": "DSMM_NUM_ITERATIONS_PER_EPOCH",
     "num_val_iterations_per_epoch": "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH",
 }
+#: the schedule a run was started with, next to its checkpoints
+SCHEDULE_FILE = "dsmm_schedule.json"
+#: prefix of the per-term loss entries in nnU-Net's logger
+TERM_LOG_PREFIX = "train_loss_"
+
+
+class ScheduleError(DSMMError, ValueError):
+    """A schedule variable is not a positive integer."""
+
+
+class ScheduleMismatchError(ScheduleError):
+    """``--c`` would continue a run under another schedule than the one it was started with."""
 
 
 def _positive_int_from_env(name: str, default: int) -> int:
@@ -27,7 +53,7 @@ def _positive_int_from_env(name: str, default: int) -> int:
     if value is None or value == "":
         return default
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"nnunet-dsmm: environment variable {name}={value!r} must be a positive integer")
+        raise ScheduleError(f"nnunet-dsmm: environment variable {name}={value!r} must be a positive integer")
     return int(value)
 
 
@@ -49,6 +75,30 @@ class CosineLRScheduler(torch.optim.lr_scheduler.LRScheduler):
             group["lr"] = lr
 
 
+@dataclass(frozen=True)
+class StepBatch:
+    """One batch on the trainer's device: ``data`` with each sample's missing channels zeroed (the
+    augmentation adds noise to them), ``target`` (a list, highest resolution first, with deep
+    supervision), ``available`` (B, M) bool, and whether the step trains."""
+
+    data: torch.Tensor
+    target: torch.Tensor | list[torch.Tensor]
+    available: torch.Tensor
+    training: bool
+
+    @property
+    def full_resolution_target(self) -> torch.Tensor:
+        return self.target[0] if isinstance(self.target, list) else self.target
+
+
+class StepResult(NamedTuple):
+    """The named loss terms of one batch, and the segmentation output (list with deep supervision)
+    whose pseudo Dice validation reports; None when the stage segments nothing."""
+
+    terms: dict[str, torch.Tensor]
+    segmentation: torch.Tensor | list[torch.Tensor] | None
+
+
 class DSMMTrainerBase(nnUNetTrainer):
     """Adam (lr 3e-4, weight decay 5e-4) with cosine decay, as in the paper; schedule lengths
     from ``DSMM_NUM_EPOCHS``, ``DSMM_NUM_ITERATIONS_PER_EPOCH``, ``DSMM_NUM_VAL_ITERATIONS_PER_EPOCH``."""
@@ -58,6 +108,8 @@ class DSMMTrainerBase(nnUNetTrainer):
     default_num_epochs: int = 1000
     #: batch size of the paper's schedule; None keeps the plan's
     paper_batch_size: int | None = None
+    #: the loss terms ``compute_loss`` returns, as the training log explains them
+    loss_terms: dict[str, str] = {"seg": "nnU-Net's loss of the network's segmentation"}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -67,9 +119,22 @@ class DSMMTrainerBase(nnUNetTrainer):
         self.num_epochs = self.default_num_epochs
         for attribute, variable in SCHEDULE_VARIABLES.items():
             setattr(self, attribute, _positive_int_from_env(variable, getattr(self, attribute)))
+        #: the schedule of this run (also in debug.json and in SCHEDULE_FILE)
+        self.dsmm_schedule = {attribute: getattr(self, attribute) for attribute in SCHEDULE_VARIABLES}
         self.num_modalities = num_channels(dataset_json)
         #: preprocessed case identifier -> (M,) bool channel availability; read from the .pkl files on first use
         self.availability: dict[str, torch.Tensor] = {}
+        #: the frozen networks of the earlier stages this trainer builds on, by role (see ``earlier_stages``)
+        self.stage_networks: dict = {}
+
+    @classmethod
+    def earlier_stages(cls) -> dict:
+        """The stages this trainer builds on: ``trainers.stages`` role -> trainer class of that stage."""
+        return {}
+
+    def initialize(self):
+        super().initialize()
+        self.stage_networks = load_earlier_stages(self)
 
     def _set_batch_size_and_oversample(self):
         super()._set_batch_size_and_oversample()
@@ -80,6 +145,29 @@ class DSMMTrainerBase(nnUNetTrainer):
         optimizer = torch.optim.Adam(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, CosineLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
+    # ------------------------------------------------------------------ schedule
+    def on_train_start(self):
+        """Refuse to continue a run under another schedule, then record this run's schedule."""
+        path = join(self.output_folder, SCHEDULE_FILE)
+        recorded = load_json(path) if isfile(path) else None
+        if recorded is not None and recorded != self.dsmm_schedule:
+            if self.current_epoch > 0:
+                raise ScheduleMismatchError(
+                    f"nnunet-dsmm: {self.output_folder} holds a run of {type(self).__name__} started with the "
+                    f"schedule {recorded}; continuing it (--c) with {self.dsmm_schedule} would mix two schedules. "
+                    f"Set {', '.join(SCHEDULE_VARIABLES.values())} as for that run, or start anew without --c "
+                    f"(which replaces that run).")
+            self.print_to_log_file(f"nnunet-dsmm WARNING: this new run replaces an earlier run in this folder "
+                                   f"that had the schedule {recorded}")
+        super().on_train_start()
+        if self.local_rank == 0:
+            save_json(self.dsmm_schedule, path)
+        self.print_to_log_file(f"nnunet-dsmm: schedule {self.dsmm_schedule} (set by "
+                               f"{', '.join(SCHEDULE_VARIABLES.values())}; default: the paper's)")
+        self.print_to_log_file("nnunet-dsmm: loss terms logged per epoch: " +
+                               "; ".join(f"{name} = {text}" for name, text in self.loss_terms.items()))
+
+    # ------------------------------------------------------------------ one step
     def available_channels_of(self, keys) -> torch.Tensor:
         """(B, M) bool availability of the batch's cases, from their preprocessed properties."""
         if not self.availability:
@@ -89,16 +177,35 @@ class DSMMTrainerBase(nnUNetTrainer):
                 self.availability[identifier] = torch.from_numpy(mask)
         return torch.stack([self.availability[k] for k in keys]).to(self.device)
 
-    def zero_missing(self, batch: dict) -> torch.Tensor:
-        """The batch's data on the device with missing channels re-zeroed (augmentation adds noise)."""
+    def step_batch(self, batch: dict, training: bool) -> StepBatch:
+        """The loader's batch on the device, with missing channels re-zeroed."""
         available = self.available_channels_of(batch["keys"])
-        return apply_channel_mask(batch["data"].to(self.device, non_blocking=True), available)
+        data = apply_channel_mask(batch["data"].to(self.device, non_blocking=True), available)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        return StepBatch(data, target, available, training)
 
-    def validation_step(self, batch: dict) -> dict:
-        return super().validation_step({**batch, "data": self.zero_missing(batch)})
+    def compute_loss(self, step: StepBatch) -> StepResult:
+        """The hook of each stage. Here: nnU-Net's loss of the network's segmentation of the data."""
+        output = self.network(step.data)
+        return StepResult({"seg": self.loss(output, step.target)}, output)
 
-    def backward_and_step(self, loss: torch.Tensor) -> None:
-        """nnU-Net's update: through the GradScaler when there is one, gradient clipping at 12."""
+    def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss that is optimised, from the named terms (their sum unless a stage weights them)."""
+        return sum(terms.values())
+
+    def autocast(self):
+        """Mixed precision on CUDA, as nnU-Net trains."""
+        return torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+
+    def train_step(self, batch: dict) -> dict:
+        step = self.step_batch(batch, training=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            terms = self.compute_loss(step).terms
+            loss = self.total_loss(terms)
+        # nnU-Net's update: through the GradScaler when there is one, gradient norm clipped at 12
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
@@ -110,42 +217,56 @@ class DSMMTrainerBase(nnUNetTrainer):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 12)
             self.optimizer.step()
+        values = torch.stack([t.detach().float() for t in terms.values()]).cpu().tolist()
+        return {"loss": loss.detach().cpu().numpy(), "terms": [dict(zip(terms, values))]}
 
+    def validation_step(self, batch: dict) -> dict:
+        step = self.step_batch(batch, training=False)
+        with torch.no_grad(), self.autocast():
+            terms, segmentation = self.compute_loss(step)
+            loss = self.total_loss(terms)
+        return {"loss": loss.detach().cpu().numpy(), **self.pseudo_dice_counts(segmentation, step)}
 
-class MissingStageError(RuntimeError):
-    """An earlier stage's checkpoint is missing or does not fit; the message says what to run."""
+    def pseudo_dice_counts(self, segmentation, step: StepBatch) -> dict:
+        """tp/fp/fn per foreground class or region of the full-resolution output, as nnU-Net's
+        validation counts them (zeros when the stage segments nothing)."""
+        labels = self.label_manager
+        if segmentation is None:
+            zeros = np.zeros(labels.num_segmentation_heads - (0 if labels.has_regions else 1))
+            return {"tp_hard": zeros, "fp_hard": zeros, "fn_hard": zeros}
+        output = segmentation[0] if isinstance(segmentation, list) else segmentation
+        target = step.full_resolution_target
+        if labels.has_regions:
+            predicted = (torch.sigmoid(output) > 0.5).long()
+        else:
+            predicted = torch.zeros(output.shape, device=output.device, dtype=torch.float16)
+            predicted.scatter_(1, output.argmax(1)[:, None], 1)
+        mask = None
+        if labels.has_ignore_label:
+            if labels.has_regions:
+                mask = ~target[:, -1:] if target.dtype == torch.bool else 1 - target[:, -1:]
+                target = target[:, :-1]
+            else:
+                mask = (target != labels.ignore_label).float()
+                target = torch.where(target == labels.ignore_label, 0, target)
+        tp, fp, fn, _ = get_tp_fp_fn_tn(predicted, target, axes=[0] + list(range(2, output.ndim)), mask=mask)
+        counts = {"tp_hard": tp, "fp_hard": fp, "fn_hard": fn}
+        first = 0 if labels.has_regions else 1  # no background Dice with softmax outputs
+        return {k: v.detach().cpu().numpy()[first:] for k, v in counts.items()}
 
-
-def load_frozen_stage(trainer: nnUNetTrainer, stage_trainer: str, env_var: str, network: torch.nn.Module
-                      ) -> torch.nn.Module:
-    """Load ``stage_trainer``'s ``checkpoint_final.pth`` for the same dataset, plans, configuration
-    and fold (or the path in ``env_var``) into ``network``, freeze it and put it in eval mode."""
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-
-    path = os.environ.get(env_var) or os.path.join(
-        get_output_folder(trainer.plans_manager.dataset_name, stage_trainer, trainer.plans_manager.plans_name,
-                          trainer.configuration_name, trainer.fold), "checkpoint_final.pth")
-    if not os.path.isfile(path):
-        dataset_id = trainer.plans_manager.dataset_name.split("_")[0].removeprefix("Dataset")
-        raise MissingStageError(
-            f"nnunet-dsmm: {type(trainer).__name__} needs the finished earlier stage {stage_trainer}, but {path} "
-            f"does not exist. Run it first:\n  nnUNetv2_train {dataset_id} {trainer.configuration_name} "
-            f"{trainer.fold} -p {trainer.plans_manager.plans_name} -tr {stage_trainer}\n"
-            f"or point {env_var} at a checkpoint_final.pth of a model with the same plans.")
-    weights = torch.load(path, map_location="cpu", weights_only=False)["network_weights"]
-    weights = {k.removeprefix("_orig_mod."): v for k, v in weights.items()}
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    reshaped = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
-    if missing or unexpected or reshaped:
-        details = "; ".join(f"{label}: {keys[:4]}{' ...' if len(keys) > 4 else ''}"
-                            for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                                ("different shape", [f"{k} {tuple(weights[k].shape)} vs "
-                                                                     f"{tuple(expected[k].shape)}" for k in reshaped]))
-                            if keys)
-        raise MissingStageError(f"nnunet-dsmm: {path} does not fit the architecture {type(trainer).__name__} "
-                                f"builds from plans {trainer.plans_manager.plans_name} ({details})")
-    network.load_state_dict(weights)
-    network.requires_grad_(False)
-    return network.eval().to(trainer.device)
+    # ------------------------------------------------------------------ logging of the terms
+    def on_train_epoch_end(self, train_outputs: list[dict]):
+        super().on_train_epoch_end(train_outputs)
+        steps = [terms for output in train_outputs for terms in output["terms"]]
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, steps)
+            steps = [terms for rank in gathered for terms in rank]
+        names = list(dict.fromkeys(name for terms in steps for name in terms))
+        means = {name: float(np.mean([terms[name] for terms in steps if name in terms])) for name in names}
+        logged = self.logger.local_logger.my_fantastic_logging
+        for name in means:  # a term first seen now (or after resuming an older run) starts with NaN epochs
+            logged.setdefault(TERM_LOG_PREFIX + name, [float("nan")] * self.current_epoch)
+        for key in [k for k in logged if k.startswith(TERM_LOG_PREFIX)]:
+            self.logger.log(key, means.get(key.removeprefix(TERM_LOG_PREFIX), float("nan")), self.current_epoch)
+        self.print_to_log_file("loss terms: " + ", ".join(f"{name} {value:.4f}" for name, value in means.items()))

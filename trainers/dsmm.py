@@ -9,25 +9,17 @@ import numpy as np
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-from nnunetv2.utilities.helpers import dummy_context, softmax_helper_dim1
-from torch import autocast
+from nnunetv2.utilities.helpers import softmax_helper_dim1
 
 from nnunet_dsmm.losses import distillation_loss_eq4
 from nnunet_dsmm.masking import apply_channel_mask, modality_dropout
-from nnunet_dsmm.modalities import channel_names, prompt
-from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, code_from_index, freeze_unused_heads
+from nnunet_dsmm.modalities import channel_names, prompts_in_index_order
+from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, freeze_unused_heads
 from nnunet_dsmm.text_encoder import embed_prompts, embedding_dim
-from nnunet_dsmm.trainers.base import DSMMTrainerBase, MissingStageError, load_frozen_stage
-from nnunet_dsmm.trainers.pretrain import TEACHER_CHECKPOINT_ENV, DSMMPretrainTrainer
+from nnunet_dsmm.trainers.base import DSMMTrainerBase, StepBatch, StepResult
+from nnunet_dsmm.trainers.pretrain import DSMMPretrainTrainer
+from nnunet_dsmm.trainers.stages import PRETRAINED, TEACHER, backbone_state, check_same_backbone
 from nnunet_dsmm.trainers.teacher import DSMMTeacherTrainer
-
-PRETRAIN_CHECKPOINT_ENV = "DSMM_PRETRAIN_CHECKPOINT"
-BACKBONE_PREFIXES = ("encoder.", "decoder.stages.", "decoder.transpconvs.")
-
-
-def backbone_state(state: dict) -> dict:
-    """Encoder and decoder weights of a U-Net state dict, without its prediction layers."""
-    return {k: v for k, v in state.items() if k.startswith(BACKBONE_PREFIXES)}
 
 
 class DSMMTrainer(DSMMTrainerBase):
@@ -48,6 +40,16 @@ class DSMMTrainer(DSMMTrainerBase):
     train_recovery: bool = True
     #: recompute T's and M_rec's inner activations stage by stage in the backward pass instead of keeping them
     checkpoint_activations: bool = False
+    #: the earlier stages: f/T (stage 1) and φθ (stage 2), which initialises the student and M_rec
+    teacher_trainer: type = DSMMTeacherTrainer
+    pretrain_trainer: type = DSMMPretrainTrainer
+    loss_terms = {"task": "L_task, Dice loss of the student on modality-dropped real data (Eq. 7)",
+                  "mrec": "L_Mrec, L_seg of frozen T on the completed x̂_full (Eq. 5, times α)",
+                  "kd": "L_KD, multi-scale feature distillation from T (Eq. 4, times β)"}
+
+    @classmethod
+    def earlier_stages(cls) -> dict:
+        return {PRETRAINED: cls.pretrain_trainer, **({TEACHER: cls.teacher_trainer} if cls.use_teacher else {})}
 
     @classmethod
     def refines_recovery(cls) -> bool:
@@ -71,38 +73,22 @@ class DSMMTrainer(DSMMTrainerBase):
     def initialize(self):
         super().initialize()
         net = self.network_module
-        phi = DSMMPretrainTrainer.build_network_architecture(self.plans_manager, self.configuration_manager,
-                                                             self.num_input_channels, self.num_input_channels)
-        phi_state = load_frozen_stage(self, "DSMMPretrainTrainer", PRETRAIN_CHECKPOINT_ENV, phi).state_dict()
+        phi_state = self.stage_networks.pop(PRETRAINED).state_dict()  # only its weights are kept
         net.recovery.load_state_dict(phi_state)
         net.student.load_state_dict(backbone_state(phi_state), strict=False)
         net.recover_every_step = self.is_ddp and self.refines_recovery()
         net.checkpoint_recovery = self.checkpoint_activations
-        self.teacher = None
-        if self.use_teacher:
-            teacher = DSMMTeacherTrainer.build_network_architecture(
-                self.plans_manager, self.configuration_manager, self.num_input_channels,
-                self.label_manager.num_segmentation_heads, enable_deep_supervision=False)
-            self.teacher = load_frozen_stage(self, "DSMMTeacherTrainer", TEACHER_CHECKPOINT_ENV, teacher)
-            self.check_same_backbone(self.teacher, net.student)
+        self.teacher = self.stage_networks.get(TEACHER)
+        if self.teacher is not None:
+            check_same_backbone(self.teacher, net.student)
             self.teacher_outputs = TeacherOutputs(self.teacher, self.refines_recovery(), self.checkpoint_activations)
             if self._do_i_compile():  # as nnU-Net compiles the trained network
                 self.teacher_outputs = torch.compile(self.teacher_outputs)
         self.teacher_loss = self.segmentation_loss()
         if self.prompt_source == "text":
-            names = channel_names(self.dataset_json)
-            prompts = [prompt(code_from_index(i, len(names)), names) for i in range(2 ** len(names) - 1)]
+            prompts = prompts_in_index_order(channel_names(self.dataset_json))
             self.print_to_log_file(f"nnunet-dsmm: embedding {len(prompts)} prompts, e.g. {prompts[-1]!r}")
             net.student.prompt_embeddings.copy_(embed_prompts(prompts, self.text_encoder, self.print_to_log_file))
-
-    @staticmethod
-    def check_same_backbone(teacher: torch.nn.Module, student: torch.nn.Module) -> None:
-        """KD compares features scale by scale, so T and S need the same encoder and decoder."""
-        t, s = backbone_state(teacher.state_dict()), backbone_state(student.state_dict())
-        differ = sorted(set(t) ^ set(s)) + sorted(k for k in set(t) & set(s) if t[k].shape != s[k].shape)
-        if differ:
-            raise MissingStageError(f"nnunet-dsmm: teacher and student architectures differ (KD needs the same "
-                                    f"encoder/decoder); first differences: {differ[:5]}")
 
     def segmentation_loss(self) -> torch.nn.Module:
         """nnU-Net's Dice + CE (Dice + BCE for regions) at full resolution: L_seg of Eq. 5."""
@@ -121,12 +107,14 @@ class DSMMTrainer(DSMMTrainerBase):
         weights[-1] = 1e-6 if self.is_ddp and not self._do_i_compile() else 0
         return DeepSupervisionWrapper(loss, weights / weights.sum())
 
-    def ctd_losses(self, real: torch.Tensor, available: torch.Tensor, keep: torch.Tensor, target) -> dict:
-        """The terms of Eq. 7 for one batch: ``task``, ``mrec`` (Eq. 5) and ``kd`` (Eq. 4)."""
+    def ctd_losses(self, step: StepBatch, keep: torch.Tensor) -> dict:
+        """The terms of Eq. 7 for one batch whose student sees the channels ``keep`` (B, M) of the
+        real data: ``task``, ``mrec`` (Eq. 5) and ``kd`` (Eq. 4)."""
+        real, target = step.data, step.target
         student_input = apply_channel_mask(real, keep)
         if self.teacher is None:
             return {"task": self.loss(self.network(student_input, keep), target)}
-        completion_mask = available if self.complete_with_recovery else torch.ones_like(available)
+        completion_mask = step.available if self.complete_with_recovery else torch.ones_like(step.available)
         segmentation, student_features, x_full = self.network(student_input, keep, real=real,
                                                               available=completion_mask)
         # T is frozen: it needs a graph only to pass L_Mrec's gradient back to M_rec's completions
@@ -135,7 +123,7 @@ class DSMMTrainer(DSMMTrainerBase):
         terms = {"task": self.loss(segmentation, target),
                  "kd": distillation_loss_eq4(teacher_features, student_features)}
         if teacher_logits is not None:  # a constant when no sample misses a channel, still reported
-            terms["mrec"] = self.teacher_loss(teacher_logits, target[0] if isinstance(target, list) else target)
+            terms["mrec"] = self.teacher_loss(teacher_logits, step.full_resolution_target)
         return terms
 
     def total_loss(self, terms: dict) -> torch.Tensor:
@@ -147,18 +135,12 @@ class DSMMTrainer(DSMMTrainerBase):
             total = total + self.beta * terms["kd"]
         return total
 
-    def train_step(self, batch: dict) -> dict:
-        available = self.available_channels_of(batch["keys"])
-        real = self.zero_missing(batch)
-        keep = modality_dropout(available)
-        target = batch["target"]
-        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
-            else target.to(self.device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            loss = self.total_loss(self.ctd_losses(real, available, keep, target))
-        self.backward_and_step(loss)
-        return {"loss": loss.detach().cpu().numpy()}
+    def compute_loss(self, step: StepBatch) -> StepResult:
+        """Training: the terms of Eq. 7 under MDrop. Validation: L_task of the student on the available channels."""
+        if not step.training:
+            segmentation = self.network(step.data)
+            return StepResult({"task": self.loss(segmentation, step.target)}, segmentation)
+        return StepResult(self.ctd_losses(step, modality_dropout(step.available)), None)
 
 
 class DSMMTrainerNoCTD(DSMMTrainer):
