@@ -18,6 +18,9 @@ from nnunet_dsmm.discovery import ENTRY_POINT_GROUP
 OUR_CLASSES = {
     "DSMMFingerprintExtractor": ("experiment_planning", "nnunet_dsmm.planners.fingerprint"),
     "DSMMPlanner": ("experiment_planning", "nnunet_dsmm.planners.planner"),
+    "DSMMPlannerResEncM": ("experiment_planning", "nnunet_dsmm.planners.planner"),
+    "DSMMPlannerResEncL": ("experiment_planning", "nnunet_dsmm.planners.planner"),
+    "DSMMPlannerResEncXL": ("experiment_planning", "nnunet_dsmm.planners.planner"),
     "DSMMPreprocessor": ("preprocessing", "nnunet_dsmm.planners.preprocessor"),
     "DSMMTeacherTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),
     "DSMMPretrainTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.pretrain"),
