@@ -56,7 +56,7 @@ def _cmd_evaluate(args) -> int:
     models = [(trainer, trained_model_folder(args.d, trainer, args.p, args.c, args.f)) for trainer in args.tr]
     convention = EmptyMaskConvention(args.empty_both[0], args.empty_both[1], args.empty_one[0], args.empty_one[1])
     summary = evaluate(models, args.f, args.i, args.l, args.o, args.device, convention, args.checkpoint,
-                       use_mirroring=not args.disable_tta)
+                       use_mirroring=not args.disable_tta, combinations_per_batch=args.combinations_per_batch)
     with open(os.path.join(args.o, "summary.md")) as f:
         print(f.read())
     print(f"Results: {os.path.join(args.o, 'results.csv')}, {os.path.join(args.o, 'summary.json')}, "
@@ -107,7 +107,8 @@ def _cmd_benchmark(args) -> int:
                                  complete_share=args.complete_share, real_batches=args.real_batches,
                                  batch_size=args.batch_size, prediction=not args.no_prediction,
                                  prediction_repeats=args.prediction_repeats, use_mirroring=not args.disable_tta,
-                                 seed=args.seed, trainers=args.tr or list(DEFAULT_TRAINERS))
+                                 combinations=args.combinations, seed=args.seed,
+                                 trainers=args.tr or list(DEFAULT_TRAINERS))
     if args.d is not None:
         plans, dataset_json = preprocessed_plans(args.d, args.p)
         source, configuration = f"{plans['dataset_name']}/{args.p}", args.c
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name")
     ev.add_argument("--disable-tta", action="store_true",
                     help="no mirroring test-time augmentation (as nnUNetv2_predict --disable_tta; 8x faster in 3D)")
+    ev.add_argument("--combinations-per-batch", type=int, metavar="N",
+                    help="channel combinations of a case predicted together in each network call (default: all; "
+                         "lower it if the GPU runs out of memory)")
     ev.add_argument("--empty-both", type=float, nargs=2, default=(1.0, 0.0), metavar=("DSC", "HD95"),
                     help="scores when prediction and reference are both empty (BraTS: 1 0)")
     ev.add_argument("--empty-one", type=float, nargs=2, default=(0.0, 373.13), metavar=("DSC", "HD95"),
@@ -227,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-prediction", action="store_true", help="skip the prediction benchmark")
     bench.add_argument("--prediction-repeats", type=int, default=3, help="timed predictions per model (default 3)")
     bench.add_argument("--disable-tta", action="store_true", help="predict without mirroring")
+    bench.add_argument("--combinations", action="store_true",
+                       help="also time all 2^M - 1 channel combinations of the case with the DSMMTrainer model: one "
+                            "at a time and batched as evaluate predicts them, against one stock prediction")
     bench.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     bench.set_defaults(func=_cmd_benchmark)
     return parser

@@ -16,12 +16,21 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
+from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
 from nnunet_dsmm.raw_data import available_channels, list_cases
+
+if TYPE_CHECKING:
+    import torch
+
+
+class EvaluationError(DSMMError, ValueError):
+    """An evaluation that cannot run as asked."""
 
 
 @dataclass(frozen=True)
@@ -68,20 +77,49 @@ def code_string(code: Sequence[bool]) -> str:
     return "".join("1" if c else "0" for c in code)
 
 
+def predict_logits_of_combinations(predictor, volumes: torch.Tensor) -> torch.Tensor:
+    """nnU-Net's ``predict_logits_from_preprocessed_data`` for K volumes (K, C, *spatial) at once: every
+    sliding-window tile goes through the network (and its mirrored views) as one batch of K, with
+    nnU-Net's tiles, Gaussian weighting, padding and float16 accumulation. Falls back to one volume
+    at a time where the batched path does not apply (2D tiles on 3D data, several folds, no Gaussian)."""
+    import torch
+    from nnunetv2.utilities.helpers import dummy_context
+
+    from nnunet_dsmm.sliding_window import sliding_window
+
+    config = predictor.configuration_manager
+    if len(config.patch_size) != volumes.ndim - 2 or len(predictor.list_of_parameters) != 1 \
+            or not predictor.use_gaussian:
+        return torch.stack([predictor.predict_logits_from_preprocessed_data(v) for v in volumes])
+    device = predictor.device
+    on_device = predictor.perform_everything_on_device and device.type != "cpu"
+    with torch.autocast(device.type, enabled=True) if device.type == "cuda" else dummy_context():
+        logits = sliding_window(volumes, config.patch_size, predictor._internal_maybe_mirror_and_predict,
+                                predictor.label_manager.num_segmentation_heads, predictor.tile_step_size, device,
+                                device if on_device else torch.device("cpu"), torch.half)
+    return logits.cpu()
+
+
 def predict_combinations(model_folder: str, fold: int | str, images_dir: str, out_dir: str, model_name: str,
                          device: str = "cpu", checkpoint: str = "checkpoint_final.pth",
-                         progress: tqdm | None = None, use_mirroring: bool = True) -> dict[str, dict[str, str]]:
+                         progress: tqdm | None = None, use_mirroring: bool = True,
+                         combinations_per_batch: int | None = None) -> dict[str, dict[str, str]]:
     """Predict every case under every channel combination; returns {case: {code: prediction path}}.
 
-    Combinations that need a channel the case lacks are skipped. Existing predictions are kept.
+    Up to ``combinations_per_batch`` combinations of a case (default: all) share each network call
+    (see ``predict_logits_of_combinations``). Combinations that need a channel the case lacks are
+    skipped. Existing predictions are kept.
     """
     import torch
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    if combinations_per_batch is not None and combinations_per_batch < 1:
+        raise EvaluationError(f"nnunet-dsmm: combinations per batch must be at least 1, got {combinations_per_batch}")
     predictor = nnUNetPredictor(perform_everything_on_device=device == "cuda", device=torch.device(device),
                                 use_mirroring=use_mirroring, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(model_folder, use_folds=(fold,), checkpoint_name=checkpoint)
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])
     dataset_json, plans, config = predictor.dataset_json, predictor.plans_manager, predictor.configuration_manager
     names = channel_names(dataset_json)
     preprocessor = config.preprocessor_class(verbose=False)
@@ -89,33 +127,30 @@ def predict_combinations(model_folder: str, fold: int | str, images_dir: str, ou
     ending = dataset_json["file_ending"]
     outputs: dict[str, dict[str, str]] = {}
     for case in list_cases(images_dir, None, dataset_json):
-        files = [case.images[c] for c in sorted(case.images)]
-        targets = {code_string(code): os.path.join(out_dir, model_name, combination_name(code, names),
-                                                   case.name + ending) for code in all_combinations(len(names))}
-        outputs[case.name] = {}
-        data = properties = None
-        for code in all_combinations(len(names)):
-            key, path = code_string(code), targets[code_string(code)]
-            if os.path.isfile(path):
-                outputs[case.name][key] = path
-            else:
-                if data is None:
-                    data, _, properties = preprocessor.run_case(files, None, plans, config, dataset_json)
-                if any(c and not a for c, a in zip(code, available_channels(properties, len(names)))):
-                    if progress is not None:
-                        progress.update()
-                    continue
-                masked = torch.from_numpy(data * np.asarray(code, dtype=np.float32)[:, None, None, None])
-                logits = predictor.predict_logits_from_preprocessed_data(masked).cpu()
+        paths = {code_string(code): os.path.join(out_dir, model_name, combination_name(code, names),
+                                                 case.name + ending) for code in all_combinations(len(names))}
+        outputs[case.name] = {key: path for key, path in paths.items() if os.path.isfile(path)}
+        todo = [key for key in paths if key not in outputs[case.name]]
+        if todo:
+            files = [case.images[c] for c in sorted(case.images)]
+            data, _, properties = preprocessor.run_case(files, None, plans, config, dataset_json)
+            available = available_channels(properties, len(names))
+            todo = [key for key in todo if not any(c == "1" and not a for c, a in zip(key, available))]
+        step = combinations_per_batch or len(paths)
+        for start in range(0, len(todo), step):
+            keys = todo[start:start + step]
+            codes = np.array([[c == "1" for c in key] for key in keys], dtype=np.float32)
+            volumes = torch.from_numpy(data[None] * codes[:, :, None, None, None])
+            for key, logits in zip(keys, predict_logits_of_combinations(predictor, volumes)):
                 segmentation = convert_predicted_logits_to_segmentation_with_correct_shape(
                     logits, plans, config, predictor.label_manager, properties)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = path[: -len(ending)] + ".partial" + ending
+                os.makedirs(os.path.dirname(paths[key]), exist_ok=True)
+                tmp = paths[key][: -len(ending)] + ".partial" + ending
                 writer.write_seg(segmentation, tmp, properties)
-                os.replace(tmp, path)
-                outputs[case.name][key] = path
-            if progress is not None:
-                progress.update()
+                os.replace(tmp, paths[key])
+                outputs[case.name][key] = paths[key]
+        if progress is not None:
+            progress.update(len(paths))
     return outputs
 
 
@@ -242,7 +277,8 @@ def heatmap(summary: dict, path: str) -> None:
 
 def evaluate(models: Sequence[tuple[str, str]], fold: int | str, images_dir: str, labels_dir: str, out_dir: str,
              device: str = "cpu", convention: EmptyMaskConvention = EmptyMaskConvention(),
-             checkpoint: str = "checkpoint_final.pth", use_mirroring: bool = True) -> dict:
+             checkpoint: str = "checkpoint_final.pth", use_mirroring: bool = True,
+             combinations_per_batch: int | None = None) -> dict:
     """``models`` is a list of (name, trained model folder). Writes results.csv, summary.json,
     summary.md and heatmap.png into ``out_dir``; returns the summary."""
     with open(os.path.join(models[0][1], "dataset.json")) as f:
@@ -254,7 +290,8 @@ def evaluate(models: Sequence[tuple[str, str]], fold: int | str, images_dir: str
     with tqdm(total=total, desc="Predicting cases × combinations") as progress:
         for name, folder in models:
             predictions = predict_combinations(folder, fold, images_dir, os.path.join(out_dir, "predictions"),
-                                               name, device, checkpoint, progress, use_mirroring)
+                                               name, device, checkpoint, progress, use_mirroring,
+                                               combinations_per_batch)
             rows += score_predictions(predictions, labels_dir, dataset_json, name, convention)
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -1,9 +1,10 @@
 """Export the modalities that a trained DSMMTrainer's recovery module M_rec reconstructs.
 
-Each case is preprocessed as for prediction; M_rec completes the missing channels (x̂_full keeps
-the real ones); each recovered channel is brought back to the input geometry (resampling, crop
-and transpose reverted as nnU-Net does for its predictions) and written as ``CASE_XXXX`` so that
-nnU-Net would read it as that channel. Values are in the dataset's intensity scale: the
+Each case is preprocessed as for prediction; M_rec completes the missing channels tile by tile
+(sliding window over the plan's patch size with nnU-Net's Gaussian blending, so memory does not
+grow with the volume; x̂_full keeps the real ones); each recovered channel is brought back to the
+input geometry (resampling, crop and transpose reverted as nnU-Net does for its predictions) and
+written as ``CASE_XXXX`` so that nnU-Net would read it as that channel. Values are in the dataset's intensity scale: the
 case-normalised reconstruction times the channel's foreground std plus mean from the plans.
 """
 
@@ -34,9 +35,21 @@ def _check_output_location(out_dir: str, images_dir: str, input_files: Sequence[
         raise RecoveryError(f"nnunet-dsmm: {out_dir} holds input files; choose another output folder")
 
 
-def _divisible_pad(data: np.ndarray, factors: Sequence[int]) -> tuple[np.ndarray, tuple]:
-    pads = [(0, (-s) % f) for s, f in zip(data.shape[1:], factors)]
-    return np.pad(data, [(0, 0), *pads]), tuple(slice(0, s) for s in data.shape[1:])
+def complete_case(network, data: np.ndarray, available: np.ndarray, patch_size: Sequence[int], device,
+                  tile_step_size: float = 0.5) -> np.ndarray:
+    """x̂_full of one preprocessed case (C, *spatial): the available channels, M_rec's reconstruction
+    for the others, by sliding window with Gaussian blending in tiles of the plan's patch size."""
+    import torch
+
+    from nnunet_dsmm.sliding_window import sliding_window
+
+    mask = torch.from_numpy(np.asarray(available, dtype=bool))[None].to(device)
+    completed = sliding_window(torch.from_numpy(np.asarray(data, dtype=np.float32))[None], patch_size,
+                               lambda tiles: network.complete(tiles, mask.expand(len(tiles), -1)).float(),
+                               data.shape[0], tile_step_size, torch.device(device), torch.device("cpu"),
+                               torch.float32)[0].numpy()
+    completed[available] = data[available]  # the real channels, exactly
+    return completed
 
 
 def _to_input_geometry(volume: np.ndarray, properties: dict, plans_manager, configuration_manager) -> np.ndarray:
@@ -113,7 +126,6 @@ def recover(model_folder: str, fold: int | str, images_dir: str, out_dir: str, h
         all_cases = [c for c in all_cases if c.name in cases]
     _check_output_location(out_dir, images_dir, [f for c in all_cases for f in c.images.values()])
     os.makedirs(out_dir, exist_ok=True)
-    factors = np.prod(np.array(config.pool_op_kernel_sizes), axis=0).astype(int).tolist()
     preprocessor = config.preprocessor_class(verbose=False)
     intensity = plans.foreground_intensity_properties_per_channel
     report: dict = {"model": model_folder, "hidden": list(hide), "cases": {}}
@@ -126,11 +138,7 @@ def recover(model_folder: str, fold: int | str, images_dir: str, out_dir: str, h
         if targets.size == 0 or not available.any():
             continue
         inputs = data * available[:, None, None, None]
-        padded, crop = _divisible_pad(inputs, factors)
-        with torch.no_grad():
-            x = torch.from_numpy(padded[None]).to(device)
-            completed = network.complete(x, torch.from_numpy(available[None]).to(device))[0].cpu().numpy()
-        completed = completed[(slice(None), *crop)]
+        completed = complete_case(network, inputs, available, config.patch_size, device)
         geometry = properties["sitk_stuff"]
         restored = _to_input_geometry(completed[targets], properties, plans, config)
         brain = _to_input_geometry((np.abs(inputs).sum(0, keepdims=True) > 0).astype(np.float32), properties,

@@ -20,7 +20,8 @@ def test_benchmark_reports_every_trainer_side_by_side_with_nnunet(tmp_path):
     env = nnunet_env(tmp_path)
     out = tmp_path / "report" / "bench.json"
     result = run_cmd(["nnunet_dsmm", "benchmark", "--synthetic-plan", "cpu-small", "-device", "cpu", "--steps", "2",
-                      "--warmup", "1", "--prediction-repeats", "1", "--disable-tta", "--json", str(out)], env)
+                      "--warmup", "1", "--prediction-repeats", "1", "--disable-tta", "--combinations", "--json",
+                      str(out)], env)
     report = json.loads(out.read_text())
     training = report["training"]
     assert list(training) == ["nnUNetTrainer", "DSMMPretrainTrainer", "DSMMTrainer"]
@@ -45,8 +46,15 @@ def test_benchmark_reports_every_trainer_side_by_side_with_nnunet(tmp_path):
     environment = report["environment"]
     assert environment["device"] == "cpu" and environment["torch"] == torch.__version__
     assert environment["nnunetv2"] == version("nnunetv2") and environment["nnunet_dsmm"] == version("nnunet-dsmm")
-    assert report["targets"] == {"training_step_time": 2.5, "training_peak_memory": 2.5, "prediction_time": 1.05}
+    assert report["targets"] == {"training_step_time": 2.5, "training_peak_memory": 2.5, "prediction_time": 1.05,
+                                 "all_combinations_time": 4.0}
+    combinations = report["combinations"]
+    assert combinations["combinations"] == 15
+    for name in ("stock, one prediction", "one combination at a time", "batched combinations"):
+        assert combinations[name]["median_s"] > 0 and len(combinations[name]["seconds"]) == 1, name
+    assert combinations["stock, one prediction"]["ratio"] == 1.0
     table = result.stdout
+    assert "batched combinations" in table
     assert "x nnU-Net" in table and "DSMMPretrainTrainer" in table and "prediction, one case" in table
     # the trainers' logs went to a temporary folder, not into the user's nnUNet_results
     assert not (tmp_path / "results").exists()

@@ -238,6 +238,34 @@ def test_evaluate_every_combination_and_resume(planned, staged, dsmm_trained, tm
     assert len(list(csv.DictReader((out / "results.csv").open()))) == len(rows)
 
 
+def test_batched_combinations_predict_what_nnunet_predicts_one_at_a_time(planned, dsmm_trained):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_dsmm.evaluation import predict_logits_of_combinations
+    from nnunet_dsmm.modalities import all_combinations
+
+    _, folder, manifest, _ = planned
+    predictor = nnUNetPredictor(perform_everything_on_device=False, device=torch.device("cpu"), use_mirroring=True,
+                                allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(dsmm_trained), use_folds=(0,))
+    predictor.network.load_state_dict(predictor.list_of_parameters[0])
+    config = predictor.configuration_manager
+    case = manifest["test_cases"][0]
+    files = sorted(str(p) for p in (folder / "imagesTs").glob(f"{case}_*.nii.gz"))
+    data = config.preprocessor_class(verbose=False).run_case(files, None, predictor.plans_manager, config,
+                                                             predictor.dataset_json)[0]
+    # larger than a tile along every axis, so that overlapping tiles are blended
+    data = np.pad(data, [(0, 0)] + [(3, p // 2) for p in config.patch_size])
+    codes = np.array(all_combinations(4)[::3], dtype=np.float32)
+    volumes = torch.from_numpy(data[None] * codes[:, :, None, None, None])
+    batched = predict_logits_of_combinations(predictor, volumes)
+    for volume, logits in zip(volumes, batched):
+        alone = predictor.predict_logits_from_preprocessed_data(volume)
+        assert logits.shape == alone.shape and logits.dtype == alone.dtype
+        assert torch.allclose(logits.float(), alone.float(), atol=2e-3, rtol=2e-3)
+        assert torch.equal(logits > 0, alone > 0)  # the same regions (sigmoid > 0.5)
+
+
 def test_recover_hidden_and_absent_channels_without_touching_the_inputs(planned, dsmm_trained, tmp_path):
     _, folder, manifest, env = planned
     case = manifest["test_cases"][0]

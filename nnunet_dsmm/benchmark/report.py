@@ -28,9 +28,17 @@ def format_report(report: dict) -> str:
                       f"{'on' if prediction['use_mirroring'] else 'off'})"]
         for name in (REFERENCE_TRAINER, "DSMMTrainer"):
             lines.append(f"{name:<28}{prediction[name]['median_s']:>10.2f} s{prediction[name]['ratio']:>11.2f}")
+    combinations = report.get("combinations")
+    if combinations:
+        lines += ["", f"all {combinations['combinations']} channel combinations of that case, DSMMTrainer model "
+                      f"{'s':>8}{'x one stock prediction':>24}"]
+        for name, entry in combinations.items():
+            if isinstance(entry, dict):
+                lines.append(f"{name:<40}{entry['median_s']:>10.2f} s{entry['ratio']:>22.2f}")
     targets = report["targets"]
     lines += ["", f"targets (GPU): training step <= {targets['training_step_time']}x, peak memory <= "
-                  f"{targets['training_peak_memory']}x, prediction <= {targets['prediction_time']}x"]
+                  f"{targets['training_peak_memory']}x, prediction <= {targets['prediction_time']}x, all "
+                  f"combinations <= {targets['all_combinations_time']}x one stock prediction"]
     return "\n".join(lines)
 
 

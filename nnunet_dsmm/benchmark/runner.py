@@ -81,23 +81,18 @@ def _measured_step(trainer, batch: dict, measure_memory: bool) -> tuple[float, i
     return elapsed, memory.peak if measure_memory else None
 
 
-def _time_prediction(trainers: dict, names: Sequence[str], settings: BenchmarkSettings, case_shape,
-                     generator: torch.Generator, log: Callable[[str], None]) -> dict:
-    """Seconds per case of nnU-Net's sliding-window prediction for each model, alternating."""
+def _predictors(trainers: dict, names: Sequence[str], settings: BenchmarkSettings) -> dict:
+    """nnU-Net's predictor for each model, with the weights it had after building (as ``nnUNetv2_predict``)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     reference = trainers[REFERENCE_TRAINER]
-    channels = reference.num_input_channels
-    case = torch.randn(channels, *case_shape, generator=generator)
-    if channels > 1:
-        case[1] = 0  # one missing modality
     with contextlib.redirect_stdout(io.StringIO()):
         mirror_axes = reference.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3]
     predictors = {}
     for name in names:
         trainer = trainers[name]
         network = type(trainer).build_network_architecture(
-            trainer.plans_manager, trainer.configuration_manager, channels,
+            trainer.plans_manager, trainer.configuration_manager, trainer.num_input_channels,
             trainer.label_manager.num_segmentation_heads, enable_deep_supervision=False).to(trainer.device).eval()
         with contextlib.redirect_stdout(io.StringIO()):
             predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=settings.use_mirroring,
@@ -108,21 +103,64 @@ def _time_prediction(trainers: dict, names: Sequence[str], settings: BenchmarkSe
                                             [copy.deepcopy(network.state_dict())], trainer.dataset_json, name,
                                             mirror_axes if settings.use_mirroring else None)
         predictors[name] = predictor
-    seconds = {name: [] for name in names}
-    for repeat in range(settings.prediction_repeats + 1):
-        for name in names:
-            synchronize(reference.device)
-            start = time.perf_counter()
-            with torch.no_grad():
-                predictors[name].predict_logits_from_preprocessed_data(case)
-            synchronize(reference.device)
-            if repeat > 0:  # the first round warms up
-                seconds[name].append(time.perf_counter() - start)
-        log(f"prediction round {repeat + 1}/{settings.prediction_repeats + 1} done")
-    result = {"case_shape": list(case_shape), "use_mirroring": settings.use_mirroring, "tile_step_size": 0.5}
-    for name in names:
-        result[name] = {"median_s": statistics.median(seconds[name]), "seconds": seconds[name]}
+    return predictors
+
+
+def _timed(function: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def _time_rounds(jobs: dict[str, Callable[[], object]], repeats: int, device: torch.device, what: str,
+                 log: Callable[[str], None]) -> dict:
+    """Median seconds of each job, alternating between jobs; the first round warms up."""
+    seconds = {name: [] for name in jobs}
+    for repeat in range(repeats + 1):
+        for name, job in jobs.items():
+            elapsed = _timed(job, device)
+            if repeat > 0:
+                seconds[name].append(elapsed)
+        log(f"{what} round {repeat + 1}/{repeats + 1} done")
+    return {name: {"median_s": statistics.median(values), "seconds": values} for name, values in seconds.items()}
+
+
+def _time_prediction(predictors: dict, case: torch.Tensor, settings: BenchmarkSettings, device: torch.device,
+                     log: Callable[[str], None]) -> dict:
+    """Seconds per case of nnU-Net's sliding-window prediction for each model, alternating."""
+    missing = case.clone()
+    if len(case) > 1:
+        missing[1] = 0  # one missing modality
+    jobs = {name: (lambda p=predictor: p.predict_logits_from_preprocessed_data(missing))
+            for name, predictor in predictors.items()}
+    result = {"case_shape": list(case.shape[1:]), "use_mirroring": settings.use_mirroring, "tile_step_size": 0.5,
+              **_time_rounds(jobs, settings.prediction_repeats, device, "prediction", log)}
+    for name in predictors:
         result[name]["ratio"] = result[name]["median_s"] / result[REFERENCE_TRAINER]["median_s"]
+    return result
+
+
+def _time_combinations(predictors: dict, case: torch.Tensor, settings: BenchmarkSettings, device: torch.device,
+                       log: Callable[[str], None]) -> dict:
+    """Seconds for all 2^M - 1 channel combinations of one case with the DSMMTrainer model: one at a
+    time (as that many ``nnUNetv2_predict`` runs predict, without their start-up and file I/O) and
+    batched (as ``evaluate`` predicts), next to one stock prediction of the complete case."""
+    from nnunet_dsmm.evaluation import predict_logits_of_combinations
+    from nnunet_dsmm.modalities import all_combinations
+
+    codes = torch.tensor(all_combinations(len(case)), dtype=case.dtype)
+    volumes = case[None] * codes.reshape(*codes.shape, *[1] * (case.ndim - 1))
+    dsmm = predictors["DSMMTrainer"]
+    jobs = {"stock, one prediction": lambda: predictors[REFERENCE_TRAINER].predict_logits_from_preprocessed_data(case),
+            "one combination at a time": lambda: [dsmm.predict_logits_from_preprocessed_data(v) for v in volumes],
+            "batched combinations": lambda: predict_logits_of_combinations(dsmm, volumes)}
+    result = {"combinations": len(codes), **_time_rounds(jobs, settings.prediction_repeats, device,
+                                                         "combinations", log)}
+    for name in jobs:
+        result[name]["ratio"] = result[name]["median_s"] / result["stock, one prediction"]["median_s"]
     return result
 
 
@@ -204,11 +242,14 @@ def run_benchmark(plans: dict, dataset_json: dict, configuration: str, settings:
                 entry["time_ratio"] = entry["median_ms"] / base["median_ms"]
                 entry["memory_ratio"] = (entry["peak_memory_bytes"] / base["peak_memory_bytes"]
                                          if entry["peak_memory_bytes"] and base["peak_memory_bytes"] else None)
-            prediction = None
+            prediction = combinations = None
             if settings.prediction and "DSMMTrainer" in trainers:
+                predictors = _predictors(trainers, [REFERENCE_TRAINER, "DSMMTrainer"], settings)
                 case_shape = [round(s) for s in reference.configuration_manager.median_image_size_in_voxels]
-                prediction = _time_prediction(trainers, [REFERENCE_TRAINER, "DSMMTrainer"], settings, case_shape,
-                                              generator, log)
+                case = torch.randn(reference.num_input_channels, *case_shape, generator=generator)
+                prediction = _time_prediction(predictors, case, settings, device, log)
+                if settings.combinations:
+                    combinations = _time_combinations(predictors, case, settings, device, log)
     config = reference.configuration_manager
     return {
         "environment": describe_environment(device),
@@ -219,5 +260,6 @@ def run_benchmark(plans: dict, dataset_json: dict, configuration: str, settings:
         "settings": {**asdict(settings), "trainers": names, "mixed_precision": device.type == "cuda"},
         "training": training,
         "prediction": prediction,
+        "combinations": combinations,
         "targets": TARGET_RATIOS,
     }
