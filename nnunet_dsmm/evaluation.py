@@ -29,6 +29,16 @@ if TYPE_CHECKING:
     import torch
 
 
+#: combinations of a case per network call when not given: all of them on a GPU; on CPU, groups of 4
+#: were fastest (cpu-small plan, 2 cores: 15 one at a time 11.2-11.8 s, groups of 4 9.7-10.4 s, all 15 11.9-12.2 s)
+CPU_COMBINATIONS_PER_BATCH = 4
+
+
+def default_combinations_per_batch(device: str) -> int | None:
+    """None (all combinations of a case at once) on CUDA, ``CPU_COMBINATIONS_PER_BATCH`` on CPU."""
+    return None if device == "cuda" else CPU_COMBINATIONS_PER_BATCH
+
+
 class EvaluationError(DSMMError, ValueError):
     """An evaluation that cannot run as asked."""
 
@@ -106,9 +116,9 @@ def predict_combinations(model_folder: str, fold: int | str, images_dir: str, ou
                          combinations_per_batch: int | None = None) -> dict[str, dict[str, str]]:
     """Predict every case under every channel combination; returns {case: {code: prediction path}}.
 
-    Up to ``combinations_per_batch`` combinations of a case (default: all) share each network call
-    (see ``predict_logits_of_combinations``). Combinations that need a channel the case lacks are
-    skipped. Existing predictions are kept.
+    Up to ``combinations_per_batch`` combinations of a case (default: ``default_combinations_per_batch``)
+    share each network call (see ``predict_logits_of_combinations``). Combinations that need a
+    channel the case lacks are skipped. Existing predictions are kept.
     """
     import torch
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
@@ -136,7 +146,7 @@ def predict_combinations(model_folder: str, fold: int | str, images_dir: str, ou
             data, _, properties = preprocessor.run_case(files, None, plans, config, dataset_json)
             available = available_channels(properties, len(names))
             todo = [key for key in todo if not any(c == "1" and not a for c, a in zip(key, available))]
-        step = combinations_per_batch or len(paths)
+        step = combinations_per_batch or default_combinations_per_batch(device) or len(paths)
         for start in range(0, len(todo), step):
             keys = todo[start:start + step]
             codes = np.array([[c == "1" for c in key] for key in keys], dtype=np.float32)

@@ -34,7 +34,8 @@ def format_report(report: dict) -> str:
                       f"{'s':>8}{'x one stock prediction':>24}"]
         for name, entry in combinations.items():
             if isinstance(entry, dict):
-                lines.append(f"{name:<40}{entry['median_s']:>10.2f} s{entry['ratio']:>22.2f}")
+                label = f"{name} (by {combinations['combinations_per_batch']})" if name.startswith("batched") else name
+                lines.append(f"{label:<40}{entry['median_s']:>10.2f} s{entry['ratio']:>22.2f}")
     targets = report["targets"]
     lines += ["", f"targets (GPU): training step <= {targets['training_step_time']}x, peak memory <= "
                   f"{targets['training_peak_memory']}x, prediction <= {targets['prediction_time']}x, all "

@@ -57,7 +57,7 @@ def random_stage_checkpoints(trainer: type, plans: dict, configuration: str, dat
     return variables
 
 
-def _preprocessed_placeholder(plans: dict, configuration: str, channels: int, root: str) -> str:
+def preprocessed_placeholder(plans: dict, configuration: str, channels: int, root: str) -> str:
     """An nnU-Net preprocessed folder with one tiny case: nnU-Net's ``initialize`` infers its dataset
     format from that folder. Synthetic batches never read it."""
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetNumpy
@@ -148,17 +148,19 @@ def _time_combinations(predictors: dict, case: torch.Tensor, settings: Benchmark
     """Seconds for all 2^M - 1 channel combinations of one case with the DSMMTrainer model: one at a
     time (as that many ``nnUNetv2_predict`` runs predict, without their start-up and file I/O) and
     batched (as ``evaluate`` predicts), next to one stock prediction of the complete case."""
-    from nnunet_dsmm.evaluation import predict_logits_of_combinations
+    from nnunet_dsmm.evaluation import default_combinations_per_batch, predict_logits_of_combinations
     from nnunet_dsmm.modalities import all_combinations
 
     codes = torch.tensor(all_combinations(len(case)), dtype=case.dtype)
     volumes = case[None] * codes.reshape(*codes.shape, *[1] * (case.ndim - 1))
     dsmm = predictors["DSMMTrainer"]
+    per_batch = default_combinations_per_batch(device.type) or len(volumes)
     jobs = {"stock, one prediction": lambda: predictors[REFERENCE_TRAINER].predict_logits_from_preprocessed_data(case),
             "one combination at a time": lambda: [dsmm.predict_logits_from_preprocessed_data(v) for v in volumes],
-            "batched combinations": lambda: predict_logits_of_combinations(dsmm, volumes)}
-    result = {"combinations": len(codes), **_time_rounds(jobs, settings.prediction_repeats, device,
-                                                         "combinations", log)}
+            "batched combinations": lambda: [predict_logits_of_combinations(dsmm, volumes[i:i + per_batch])
+                                             for i in range(0, len(volumes), per_batch)]}
+    result = {"combinations": len(codes), "combinations_per_batch": per_batch,
+              **_time_rounds(jobs, settings.prediction_repeats, device, "combinations", log)}
     for name in jobs:
         result[name]["ratio"] = result[name]["median_s"] / result["stock, one prediction"]["median_s"]
     return result
@@ -183,7 +185,7 @@ def run_benchmark(plans: dict, dataset_json: dict, configuration: str, settings:
     with tempfile.TemporaryDirectory(prefix="dsmm_benchmark_") as tmp:
         paths = {"nnUNet_results": tmp}  # nnU-Net writes a log per trainer: not into the user's results
         if not settings.real_batches:
-            paths["nnUNet_preprocessed"] = _preprocessed_placeholder(
+            paths["nnUNet_preprocessed"] = preprocessed_placeholder(
                 plans, configuration, len(dataset_json["channel_names"]), os.path.join(tmp, "preprocessed"))
         with temporary_environment(DSMM_TEXT_ENCODER="untrained", **paths):
             trainers = {}
