@@ -19,7 +19,7 @@ def synthetic_batches(reference, count: int, batch_size: int, complete_share: fl
 
     patch = tuple(reference.configuration_manager.patch_size)
     channels, labels = reference.num_input_channels, reference.label_manager
-    scales = reference._get_deep_supervision_scales()
+    scales = reference._get_deep_supervision_scales() or [[1.0] * len(patch)]  # None without deep supervision
     batches = []
     for b in range(count):
         available = torch.ones(batch_size, channels, dtype=torch.bool)
