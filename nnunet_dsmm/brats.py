@@ -21,16 +21,22 @@ BRATS_SUFFIXES = ("flair", "t1", "t1ce", "t2")  # file suffixes, same order as B
 # nnU-Net's BraTS convention: labels 1 oedema, 2 necrosis/non-enhancing core, 3 enhancing tumour.
 BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
 BRATS_REGIONS_CLASS_ORDER = [1, 2, 3]
+#: the same label values as mutually exclusive classes (softmax training, no regions)
+BRATS_PLAIN_LABELS = {"background": 0, "oedema": 1, "necrosis": 2, "enhancing tumor": 3}
+LABEL_KINDS = ("regions", "plain")
 BRATS_TO_NNUNET_LABEL = {0: 0, 1: 2, 2: 1, 4: 3}
 
 
-def brats_dataset_json(num_training: int, name: str) -> dict:
-    """dataset.json of a four-channel BraTS dataset with the regions WT, TC, ET."""
+def brats_dataset_json(num_training: int, name: str, labels: str = "regions") -> dict:
+    """dataset.json of a four-channel BraTS dataset: the regions WT, TC, ET (``regions``, nnU-Net's
+    BraTS setting, sigmoid outputs) or oedema, necrosis and enhancing tumour as classes (``plain``)."""
+    if labels not in LABEL_KINDS:
+        raise ValueError(f"labels must be one of {LABEL_KINDS}, got {labels!r}")
+    regions = {"labels": BRATS_LABELS, "regions_class_order": BRATS_REGIONS_CLASS_ORDER}
     return {
         "name": name,
         "channel_names": {str(i): c for i, c in enumerate(BRATS_CHANNELS)},
-        "labels": BRATS_LABELS,
-        "regions_class_order": BRATS_REGIONS_CLASS_ORDER,
+        **(regions if labels == "regions" else {"labels": BRATS_PLAIN_LABELS}),
         "numTraining": num_training,
         "file_ending": ".nii.gz",
     }

@@ -31,7 +31,7 @@ def _cmd_synth(args) -> int:
     from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
 
     config = SynthConfig(shape=tuple(args.shape), num_train=args.num_train, num_test=args.num_test,
-                         fm_ratio=args.fm_ratio, seed=args.seed, missing_as=args.missing_as)
+                         fm_ratio=args.fm_ratio, seed=args.seed, missing_as=args.missing_as, labels=args.labels)
     manifest = write_synthetic_dataset(args.output, config, name=args.name)
     full = sum(1 for d in manifest["dropped"].values() if not d)
     print(f"Wrote {args.num_train} training cases ({full} full-modal) and {args.num_test} test cases to "
@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-test", type=int, default=6, help="test cases, all modalities kept (default 6)")
     synth.add_argument("--shape", type=int, nargs=3, default=[48, 48, 48], metavar=("X", "Y", "Z"),
                        help="volume size in voxels (default 48 48 48)")
+    synth.add_argument("--labels", choices=("regions", "plain"), default="regions",
+                       help="regions: WT/TC/ET as nnU-Net trains BraTS (default); plain: oedema, necrosis and "
+                            "enhancing tumour as mutually exclusive classes (softmax)")
     add_missing_options(synth)
     synth.set_defaults(func=_cmd_synth, name="SyntheticBraTS")
 

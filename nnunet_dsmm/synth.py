@@ -4,7 +4,8 @@ Four channels (FLAIR, T1, T1ce, T2) over a brain with white matter, grey matter 
 texture, a smooth bias field and noise. Tumours follow the BraTS appearance so that each
 sub-region needs the right modality: oedema bright on FLAIR and T2, enhancing rim bright on
 T1ce only, necrotic core dark on T1/T1ce and bright on T2. Labels use nnU-Net's own BraTS
-conversion (1 oedema, 2 necrosis / non-enhancing core, 3 enhancing) with regions WT/TC/ET.
+conversion (1 oedema, 2 necrosis / non-enhancing core, 3 enhancing) with regions WT/TC/ET, or
+(``labels="plain"``) the same values as three mutually exclusive classes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class SynthConfig:
     fm_ratio: float = 0.1
     seed: int = 0
     missing_as: str = "absent"
+    #: "regions" (WT/TC/ET, as nnU-Net trains BraTS) or "plain" (three mutually exclusive classes)
+    labels: str = "regions"
 
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
@@ -105,5 +108,5 @@ def write_synthetic_dataset(out_dir: str, config: SynthConfig, name: str = "Synt
             yield case, list(images), label
 
     manifest = {"source": "nnunet_dsmm synth", "config": {**config.__dict__, "shape": list(config.shape)}}
-    return write_raw_dataset(out_dir, brats_dataset_json(len(train), name), cases(), dropped, config.missing_as,
-                             rng, manifest, "Synthesising cases")
+    return write_raw_dataset(out_dir, brats_dataset_json(len(train), name, config.labels), cases(), dropped,
+                             config.missing_as, rng, manifest, "Synthesising cases")

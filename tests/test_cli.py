@@ -34,6 +34,19 @@ def test_synth_writes_a_brats_like_region_dataset(tmp_path):
     assert seen == {0, 1, 2, 3}
 
 
+def test_synth_plain_labels_are_mutually_exclusive_classes_with_the_same_voxels(tmp_path):
+    for kind in ("regions", "plain"):
+        run_cmd(["nnunet_dsmm", "synth", "-o", str(tmp_path / kind), "--num-train", "2", "--num-test", "0", "--shape",
+                 "24", "24", "24", "--seed", "5", "--labels", kind], dict(os.environ))
+    plain = json.loads((tmp_path / "plain" / "dataset.json").read_text())
+    assert "regions_class_order" not in plain
+    assert plain["labels"] == {"background": 0, "oedema": 1, "necrosis": 2, "enhancing tumor": 3}
+    for name in ("SyntheticBraTS_000", "SyntheticBraTS_001"):
+        arrays = [sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / kind / "labelsTr" / f"{name}.nii.gz")))
+                  for kind in ("regions", "plain")]
+        assert np.array_equal(*arrays) and set(np.unique(arrays[1]).tolist()) <= {0, 1, 2, 3}
+
+
 def test_synth_tumour_regions_show_on_the_right_modalities(tmp_path):
     folder, _ = make_dataset(tmp_path, 951, num_train=0, num_test=1, shape=(40, 40, 40))
     case = "SyntheticBraTS_000"

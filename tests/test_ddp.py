@@ -19,44 +19,13 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_dsmm.benchmark.batches import batch_for, synthetic_batches
-from nnunet_dsmm.benchmark.plans import SYNTHETIC_CONFIGURATION, synthetic_plans
-from nnunet_dsmm.benchmark.runner import preprocessed_placeholder, random_stage_checkpoints, trainer_class
-from nnunet_dsmm.benchmark.runtime import temporary_environment
+from tests.conftest import build_trainer as build
 
 TRAINERS = ["DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMPretrainNoDATrainer", "DSMMTrainer",
             "DSMMTrainerNoCTD", "DSMMTrainerFrozenRecovery", "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
             "DSMMTrainerLowMemory"]
 #: stage 2 draws random spatial masks per sample, so one process and two cannot draw the same ones
 RANDOM_PER_SAMPLE = {"DSMMPretrainTrainer", "DSMMPretrainNoDATrainer"}
-
-
-def tiny_plans() -> tuple[dict, dict]:
-    """The benchmark's CPU plan, shrunk: 3 stages of 8-32 features, 16^3 patch, batch 2 (1 per rank)."""
-    plans, dataset_json = synthetic_plans("cpu-small")
-    config = plans["configurations"][SYNTHETIC_CONFIGURATION]
-    config["patch_size"] = [16, 16, 16]
-    config["batch_size"] = 2
-    config["architecture"]["arch_kwargs"].update(
-        n_stages=3, features_per_stage=[8, 16, 32], kernel_sizes=[[3, 3, 3]] * 3,
-        strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], n_conv_per_stage=[1] * 3, n_conv_per_stage_decoder=[1] * 2)
-    return plans, dataset_json
-
-
-def build(name: str, root: Path):
-    """The trainer as nnUNetv2_train builds it (under DDP when a process group exists), on CPU."""
-    plans, dataset_json = tiny_plans()
-    cls = trainer_class(name)
-    root.mkdir(parents=True, exist_ok=True)
-    placeholder = preprocessed_placeholder(plans, SYNTHETIC_CONFIGURATION, 4, str(root / "preprocessed"))
-    with temporary_environment(nnUNet_results=str(root / "results"), nnUNet_preprocessed=placeholder,
-                               DSMM_TEXT_ENCODER="untrained", **random_stage_checkpoints(
-                                   cls, plans, SYNTHETIC_CONFIGURATION, dataset_json, str(root))):
-        trainer = cls({**copy.deepcopy(plans), "continue_training": False}, SYNTHETIC_CONFIGURATION, 0,
-                      dataset_json, torch.device("cpu"))
-        trainer.device = torch.device("cpu")  # nnU-Net sets cuda:<rank> under DDP
-        trainer.initialize()
-    trainer.network.train()
-    return trainer
 
 
 def module_of(trainer) -> torch.nn.Module:

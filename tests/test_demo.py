@@ -8,8 +8,8 @@ import numpy as np
 import SimpleITK as sitk
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_dsmm.brats import brats_dataset_json
 from nnunet_dsmm.demo import CONFIGURATION, add_demo_configuration, draw_overlays
-from nnunet_dsmm.synth import brats_dataset_json
 
 
 def test_demo_configuration_caps_features_and_reuses_the_preprocessed_data(tmp_path):

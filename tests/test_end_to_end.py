@@ -58,6 +58,34 @@ def test_plans_and_preprocessed_data_carry_the_missing_channels(planned):
                 assert np.any(data[c])
 
 
+@pytest.mark.parametrize("trainer", ["DSMMTrainer", "DSMMPretrainTrainer"])
+def test_every_stage_oversamples_foreground_on_the_real_data_loader(planned, trainer):
+    """nnU-Net forces round(B * 0.33) samples of a batch to hold foreground: none at DSMMTrainer's
+    batch size 1, so that stage draws the forced share per sample instead; stage 2 keeps nnU-Net's rule."""
+    from nnunet_dsmm.benchmark.runtime import temporary_environment
+    from nnunet_dsmm.discovery import find_registered_class
+
+    root, _, _, env = planned
+    pre = root / "preprocessed" / f"Dataset{DATASET_ID}_Synth"
+    plans = json.loads((pre / "DSMMPlans.json").read_text())
+    dataset_json = json.loads((pre / "dataset.json").read_text())
+    with temporary_environment(nnUNet_preprocessed=env["nnUNet_preprocessed"], nnUNet_results=env["nnUNet_results"],
+                               nnUNet_n_proc_DA="0"):
+        stage = find_registered_class(trainer)({**plans, "continue_training": False}, "3d_fullres", 0, dataset_json,
+                                               torch.device("cpu"))
+        stage._set_batch_size_and_oversample()  # what initialize does first
+        loader = stage.get_dataloaders()[0].data_loader
+    np.random.seed(0)
+    if trainer == "DSMMTrainer":
+        assert loader.batch_size == 1
+        forced = np.mean([loader.get_do_oversample(0) for _ in range(3000)])
+        assert 0.30 < forced < 0.36, forced
+        batch = loader.generate_train_batch()
+        assert batch["data"].shape[0] == 1
+    else:
+        assert loader.batch_size == 2 and [loader.get_do_oversample(j) for j in range(2)] == [False, True]
+
+
 def train_command(trainer: str, fold: int = 0, *extra: str) -> list[str]:
     return ["nnUNetv2_train", str(DATASET_ID), "3d_fullres", str(fold), "-p", "DSMMPlans", "-tr", trainer,
             "-device", "cpu", *extra]

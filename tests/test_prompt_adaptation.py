@@ -123,7 +123,6 @@ def test_each_term_of_eq7_reaches_only_its_modules(term):
     terms[term].backward()
     recovery_grads = [g for g in grads_of(trainer.network.recovery) if g is not None]
     student_grads = [g for g in grads_of(trainer.network.student) if g is not None]
-    assert all(g is None for g in grads_of(trainer.teacher))
     if term == "mrec":
         assert recovery_grads and sum(g.abs().sum() for g in recovery_grads) > 0
         assert not student_grads
@@ -132,38 +131,11 @@ def test_each_term_of_eq7_reaches_only_its_modules(term):
         assert student_grads and sum(g.abs().sum() for g in student_grads) > 0
 
 
-def test_completion_keeps_real_channels_and_teacher_is_unchanged_by_training():
+def test_completion_keeps_real_channels_and_fills_the_missing_ones():
     trainer, real, available, keep, target = ctd_setup()
     x_full = trainer.network.complete(real, available)
     assert torch.equal(x_full[available], real[available])
     assert x_full[~available].abs().sum() > 0
-    before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
-    optimizer = torch.optim.Adam(trainer.network.parameters(), 1e-2, weight_decay=5e-4)
-    for _ in range(2):
-        optimizer.zero_grad()
-        DSMMTrainer.total_loss(trainer, trainer_terms(trainer, real, available, keep, target)).backward()
-        optimizer.step()
-    assert all(torch.equal(before[k], v) for k, v in trainer.teacher.state_dict().items())
-
-
-def test_kd_from_available_only_has_no_recovery_term():
-    trainer, real, available, keep, target = ctd_setup(complete_with_recovery=False)
-    trainer.network.recovery.requires_grad_(False)
-    terms = trainer_terms(trainer, real, available, keep, target)
-    assert set(terms) == {"task", "kd"}
-
-
-def test_only_variants_that_refine_m_rec_build_it_trainable():
-    from nnunet_dsmm.trainers.dsmm import (
-        DSMMTrainerAvailableKD,
-        DSMMTrainerBinaryCode,
-        DSMMTrainerFrozenRecovery,
-        DSMMTrainerNoCTD,
-    )
-
-    assert DSMMTrainer.refines_recovery() and DSMMTrainerBinaryCode.refines_recovery()
-    assert not any(cls.refines_recovery() for cls in (DSMMTrainerNoCTD, DSMMTrainerFrozenRecovery,
-                                                       DSMMTrainerAvailableKD))
 
 
 def plain_eq7_terms(trainer, real, available, keep, target) -> dict:

@@ -137,9 +137,14 @@ class DSMMTrainerBase(nnUNetTrainer):
         self.stage_networks = load_earlier_stages(self)
 
     def _set_batch_size_and_oversample(self):
+        """The paper's batch size on one GPU. nnU-Net forces the last round(B * 0.33) samples of a batch
+        to contain foreground, which is none at B = 1; a batch of one is then forced with probability
+        0.33 instead (nnU-Net's probabilistic mode), the share nnU-Net aims for at its own batch sizes."""
         super()._set_batch_size_and_oversample()
         if self.paper_batch_size is not None and not self.is_ddp:
             self.batch_size = self.paper_batch_size
+        if self.batch_size == 1 and self.oversample_foreground_percent > 0:
+            self.probabilistic_oversampling = True
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)

@@ -1,0 +1,86 @@
+"""What each stage's own step moves and what it leaves alone, through real trainers built and
+initialised as nnUNetv2_train does it (tiny plan, random earlier stages): the frozen f/T, where the
+DA term goes, stage 2 without DA, the Table 3 b teacher input, and which variants train M_rec."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nnunet_dsmm.benchmark.batches import batch_for, synthetic_batches
+from nnunet_dsmm.trainers.stages import TEACHER
+from tests.conftest import build_trainer
+
+MISSING = [[True, False, True, True], [False, True, False, False]]
+
+
+def batch(trainer, available=MISSING) -> dict:
+    """A loader-like batch of the trainer's batch size whose samples have the given channels."""
+    rows = [available[i % len(available)] for i in range(trainer.batch_size)]
+    raw = synthetic_batches(trainer, 1, len(rows), 1.0, torch.Generator().manual_seed(0))[0]
+    raw["available"] = torch.tensor(rows)
+    raw["data"] = raw["data"] * raw["available"][:, :, None, None, None]
+    return batch_for(trainer, raw)
+
+
+@pytest.mark.parametrize("name", ["DSMMPretrainTrainer", "DSMMTrainer", "DSMMTrainerAvailableKD",
+                                  "DSMMTrainerFrozenRecovery", "DSMMTrainerLowMemory"])
+def test_the_frozen_teacher_gets_no_gradient_and_predicts_the_same_after_training_steps(name, tmp_path):
+    trainer = build_trainer(name, tmp_path)
+    teacher = trainer.stage_networks[TEACHER]
+    trained = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    probe = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        before = teacher(probe)
+    for _ in range(2):
+        trainer.train_step(batch(trainer))
+        assert all(p.grad is None for p in teacher.parameters()), "a loss reached the frozen teacher"
+    with torch.no_grad():
+        assert torch.equal(teacher(probe), before)
+    assert any(not torch.equal(v, trainer.network.state_dict()[k]) for k, v in trained.items()), "nothing trained"
+
+
+def test_distribution_approximation_reaches_phi_through_the_reconstruction_and_never_f(tmp_path):
+    trainer = build_trainer("DSMMPretrainTrainer", tmp_path)
+    step = trainer.step_batch(batch(trainer), training=True)
+    terms, segmentation = trainer.compute_loss(step)
+    assert set(terms) == {"eq1", "da"} and segmentation is not None
+    terms["da"].backward()
+    encoder = [p.grad for p in trainer.network.encoder.parameters()]
+    assert all(g is not None for g in encoder) and sum(g.abs().sum() for g in encoder) > 0
+    assert all(p.grad is None and not p.requires_grad for p in trainer.teacher.parameters())
+
+
+def test_pretraining_without_da_needs_no_stage_1_and_optimises_eq1_alone(tmp_path):
+    trainer = build_trainer("DSMMPretrainNoDATrainer", tmp_path)
+    assert trainer.teacher is None and trainer.stage_networks == {}
+    step = trainer.step_batch(batch(trainer), training=True)
+    terms, segmentation = trainer.compute_loss(step)
+    assert set(terms) == {"eq1"} and segmentation is None
+    assert torch.equal(trainer.total_loss(terms), terms["eq1"])
+
+
+def test_table_3b_teacher_sees_the_available_real_modalities_and_m_rec_never_runs(tmp_path):
+    trainer = build_trainer("DSMMTrainerAvailableKD", tmp_path)
+    seen, recovered = [], []
+    # the networks run stage by stage (multi-scale features), so the hooks sit on their first stages
+    trainer.teacher.encoder.stages[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    trainer.network.recovery.encoder.stages[0].register_forward_hook(lambda *args: recovered.append(1))
+    step = trainer.step_batch(batch(trainer), training=True)
+    terms = trainer.compute_loss(step).terms
+    assert set(terms) == {"task", "kd"}
+    assert len(seen) == 1 and torch.equal(seen[0], step.data) and not recovered
+
+
+@pytest.mark.parametrize("name, trains_recovery", [
+    ("DSMMTrainer", True), ("DSMMTrainerBinaryCode", True), ("DSMMTrainerLowMemory", True),
+    ("DSMMTrainerNoCTD", False), ("DSMMTrainerFrozenRecovery", False), ("DSMMTrainerAvailableKD", False)])
+def test_only_variants_that_refine_m_rec_train_it(name, trains_recovery, tmp_path):
+    trainer = build_trainer(name, tmp_path)
+    recovery = list(trainer.network.recovery.parameters())
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"] if p.requires_grad}
+    assert any(p.requires_grad for p in recovery) == trains_recovery
+    assert any(id(p) in optimised for p in recovery) == trains_recovery
+    before = [p.clone() for p in recovery]
+    trainer.train_step(batch(trainer))
+    assert any(not torch.equal(b, p) for b, p in zip(before, recovery)) == trains_recovery
