@@ -69,6 +69,9 @@ def plan_steps(out: Path, work: Path, gpus: int) -> list[Step]:
                           "--disable-tta"], 120),
         benchmark("benchmark_compiled_worst", out, 240, "-tr", "DSMMTrainer", "--no-prediction", compile_=True),
         benchmark("benchmark_eager_1pct_fm", out, 120, *trainers, "--complete-share", "0.01", "--no-prediction"),
+        # the rest of the matrix, when the budget allows (compiling every trainer takes minutes)
+        benchmark("benchmark_compiled_1pct_fm_all", out, 360, *trainers, "--complete-share", "0.01",
+                  "--no-prediction", compile_=True),
     ]
     if gpus >= 2:
         for stage in STAGES:
