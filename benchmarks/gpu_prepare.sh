@@ -17,7 +17,11 @@ for requirement in $(grep -v '^#' benchmarks/gpu_carry.txt); do
       -d "$STAGE/wheels" "$requirement" 2>/dev/null \
     || python3 -m pip wheel -q --no-deps -w "$STAGE/wheels" "$requirement"
 done
-python3 -m pip wheel -q --no-deps --no-build-isolation -w "$STAGE/wheels" .
+# nnunet-dsmm from a copy of the working tree, so that the build leaves no egg-info here (an egg-info in
+# the repository root would shadow the installed entry points for every Python started there)
+mkdir "$STAGE/src"
+tar --exclude=./.venv --exclude=./.git --exclude=./benchmarks/carry -cf - . | tar -xf - -C "$STAGE/src"
+python3 -m pip wheel -q --no-deps --no-build-isolation -w "$STAGE/wheels" "$STAGE/src"
 python3 benchmarks/gpu_carry.py "$STAGE/wheels" "$STAGE/out"
 mkdir -p benchmarks/carry
 tar -cf - -C "$STAGE/out" site bin | xz -9 -T0 > benchmarks/carry/gpu_site.tar.xz.partial

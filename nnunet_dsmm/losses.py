@@ -20,7 +20,8 @@ def reconstruction_loss_eq1(reconstruction: torch.Tensor, target: torch.Tensor,
 
 class _MeanSquaredError(torch.autograd.Function):
     """mean((s - t)²) accumulated in float32 (or wider). Saves only its two inputs, which the networks keep
-    alive anyway, instead of a float32 copy of their difference; the gradient goes to ``s`` only."""
+    alive anyway, instead of a float32 copy of their difference; the gradient goes to each input that
+    requires one (-d for ``t`` where ``s`` gets d)."""
 
     @staticmethod
     def forward(ctx, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -34,17 +35,21 @@ class _MeanSquaredError(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         student, teacher = ctx.saved_tensors
         scale = (grad * 2 / student.numel()).to(student.dtype)
-        return (student - teacher).to(student.dtype).mul_(scale), None
+        to_student = (student - teacher).to(student.dtype).mul_(scale)
+        to_teacher = -to_student.to(teacher.dtype) if ctx.needs_input_grad[1] else None
+        return (to_student if ctx.needs_input_grad[0] else None), to_teacher
 
 
-def distillation_loss_eq4(teacher_features, student_features) -> torch.Tensor:
+def distillation_loss_eq4(teacher_features, student_features, through_teacher: bool = False) -> torch.Tensor:
     """Eq. 4: Σ_l ||F_l^T - F_l^S||² over the multi-scale features (mean squared error per level,
-    summed over levels). Only the student receives gradients."""
+    summed over levels). The student always receives gradients; with ``through_teacher`` the
+    teacher's features do too (they reach whatever produced the teacher's input, M_rec in Eq. 7,
+    as the frozen T itself has no trainable parameters), else they are constants."""
     if len(teacher_features) != len(student_features):
         raise ValueError(f"teacher has {len(teacher_features)} feature levels, student {len(student_features)}")
     total = torch.zeros((), device=student_features[0].device)
     for t, s in zip(teacher_features, student_features):
         if t.shape != s.shape:
             raise ValueError(f"teacher and student features differ in shape: {tuple(t.shape)} vs {tuple(s.shape)}")
-        total = total + _MeanSquaredError.apply(s, t.detach())
+        total = total + _MeanSquaredError.apply(s, t if through_teacher else t.detach())
     return total

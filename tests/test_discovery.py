@@ -30,6 +30,7 @@ OUR_CLASSES = {
     "DSMMTrainerFrozenRecovery": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerAvailableKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerBinaryCode": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
+    "DSMMTrainerDetachedKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerLowMemory": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
 }
 

@@ -229,7 +229,7 @@ def test_a_missing_earlier_stage_prints_the_command_to_run_first(planned):
 
 @pytest.mark.parametrize("trainer", ["DSMMPretrainNoDATrainer", "DSMMTrainerNoCTD", "DSMMTrainerFrozenRecovery",
                                      "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
-                                     "DSMMTrainerLowMemory"])
+                                     "DSMMTrainerDetachedKD", "DSMMTrainerLowMemory"])
 def test_ablation_and_variant_trainers_train_with_the_stock_command(planned, staged, trainer):
     _, _, _, env = planned
     model = train({**env, "DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2"}, trainer)

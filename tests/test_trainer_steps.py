@@ -84,3 +84,21 @@ def test_only_variants_that_refine_m_rec_train_it(name, trains_recovery, tmp_pat
     before = [p.clone() for p in recovery]
     trainer.train_step(batch(trainer))
     assert any(not torch.equal(b, p) for b, p in zip(before, recovery)) == trains_recovery
+
+
+@pytest.mark.parametrize("name, alpha_matters", [("DSMMTrainer", True), ("DSMMTrainerDetachedKD", False)])
+def test_alpha_steers_m_rec_when_kd_reaches_it_through_the_teacher(name, alpha_matters, tmp_path):
+    """Adam's update is invariant to the scale of a parameter's gradient, so α can only steer M_rec if
+    another term (β·L_KD through T, the paper's Eq. 7) moves it too: then α turns its gradient."""
+    trainer = build_trainer(name, tmp_path)
+    step = trainer.step_batch(batch(trainer), training=True)
+    directions = []
+    for alpha in (1.0, 10.0):
+        trainer.alpha = alpha
+        trainer.network.zero_grad(set_to_none=True)
+        torch.manual_seed(3)  # the same modality dropout for both
+        trainer.total_loss(trainer.compute_loss(step).terms).backward()
+        grad = torch.cat([p.grad.flatten() for p in trainer.network.recovery.parameters() if p.grad is not None])
+        directions.append(grad / grad.norm())
+    cosine = float(directions[0] @ directions[1])
+    assert (cosine < 0.999) == alpha_matters, cosine

@@ -38,6 +38,9 @@ class DSMMTrainer(DSMMTrainerBase):
     complete_with_recovery: bool = True
     #: M_rec is refined by L_Mrec (False: frozen M_rec, Table 3 c)
     train_recovery: bool = True
+    #: Eq. 7 minimises β·L_KD over θ_M too: L_KD's gradient reaches M_rec through T's features of x̂_full
+    #: (the paper's reading; it is what makes α matter under Adam). False: T's features are constants
+    kd_reaches_recovery: bool = True
     #: recompute T's and M_rec's inner activations stage by stage in the backward pass instead of keeping them
     checkpoint_activations: bool = False
     #: the earlier stages: f/T (stage 1) and φθ (stage 2), which initialises the student and M_rec
@@ -45,7 +48,8 @@ class DSMMTrainer(DSMMTrainerBase):
     pretrain_trainer: type = DSMMPretrainTrainer
     loss_terms = {"task": "L_task, Dice loss of the student on modality-dropped real data (Eq. 7)",
                   "mrec": "L_Mrec, L_seg of frozen T on the completed x̂_full (Eq. 5, times α)",
-                  "kd": "L_KD, multi-scale feature distillation from T (Eq. 4, times β)"}
+                  "kd": "L_KD, multi-scale feature distillation between T and S (Eq. 4, times β; moves S, and "
+                        "M_rec through T unless kd_reaches_recovery is off)"}
 
     @classmethod
     def earlier_stages(cls) -> dict:
@@ -121,7 +125,7 @@ class DSMMTrainer(DSMMTrainerBase):
         with nullcontext() if x_full.requires_grad else torch.no_grad():
             teacher_features, teacher_logits = self.teacher_outputs(x_full)
         terms = {"task": self.loss(segmentation, target),
-                 "kd": distillation_loss_eq4(teacher_features, student_features)}
+                 "kd": distillation_loss_eq4(teacher_features, student_features, self.kd_reaches_recovery)}
         if teacher_logits is not None:  # a constant when no sample misses a channel, still reported
             terms["mrec"] = self.teacher_loss(teacher_logits, step.full_resolution_target)
         return terms
@@ -159,6 +163,13 @@ class DSMMTrainerAvailableKD(DSMMTrainer):
     """Ablation (Table 3 b): KD from a teacher that sees only the available real modalities."""
 
     complete_with_recovery = False
+
+
+class DSMMTrainerDetachedKD(DSMMTrainer):
+    """Reading of Eq. 7 (not the paper's row): L_KD moves the student only, M_rec is refined by L_Mrec
+    alone (α then acts only through weight decay and gradient clipping under Adam)."""
+
+    kd_reaches_recovery = False
 
 
 class DSMMTrainerLowMemory(DSMMTrainer):
