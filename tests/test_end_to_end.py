@@ -225,6 +225,18 @@ def test_a_missing_earlier_stage_prints_the_command_to_run_first(planned):
                       "DSMMPretrainTrainer", "-device", "cpu"], env, check=False)
     assert result.returncode != 0
     assert f"nnUNetv2_train {DATASET_ID} 3d_fullres 1 -p DSMMPlans -tr DSMMTeacherTrainer" in result.stderr
+    assert "fold_1/checkpoint_final.pth does not exist" in result.stderr
+    best = run_cmd(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "1", "-p", "DSMMPlans", "-tr",
+                    "DSMMPretrainTrainer", "-device", "cpu"], {**env, "DSMM_STAGE_CHECKPOINT": "checkpoint_best.pth"},
+                   check=False)
+    assert best.returncode != 0 and "fold_1/checkpoint_best.pth does not exist" in best.stderr
+
+
+def test_later_stages_say_which_checkpoint_of_each_earlier_stage_they_loaded(staged, dsmm_trained):
+    teacher, pretrain = staged
+    log = training_log(dsmm_trained)
+    for role, folder in (("teacher T", teacher), ("mask-reconstruction network", pretrain)):
+        assert f"{role}" in log and f"loaded from {folder / 'fold_0' / 'checkpoint_final.pth'}" in log
 
 
 @pytest.mark.parametrize("trainer", ["DSMMPretrainNoDATrainer", "DSMMTrainerNoCTD", "DSMMTrainerFrozenRecovery",

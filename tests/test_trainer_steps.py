@@ -102,3 +102,22 @@ def test_alpha_steers_m_rec_when_kd_reaches_it_through_the_teacher(name, alpha_m
         directions.append(grad / grad.norm())
     cosine = float(directions[0] @ directions[1])
     assert (cosine < 0.999) == alpha_matters, cosine
+
+
+@pytest.mark.parametrize("name", ["DSMMTeacherTrainer", "DSMMTrainer"])
+@pytest.mark.parametrize("under_dropout", [True, False])
+def test_validation_sees_modality_dropped_inputs_so_that_checkpoint_best_reflects_missing_modalities(
+        name, under_dropout, tmp_path):
+    trainer = build_trainer(name, tmp_path)
+    trainer.validate_under_modality_dropout = under_dropout
+    trainer.network.eval()
+    module = trainer.network.student if name == "DSMMTrainer" else trainer.network
+    seen = set()
+    module.encoder.stages[0].register_forward_pre_hook(
+        lambda m, inputs: seen.add(tuple(inputs[0].flatten(2).abs().sum(2).gt(0)[0].tolist())))
+    complete = batch(trainer, [[True] * 4])
+    torch.manual_seed(0)
+    for _ in range(12):
+        counts = trainer.validation_step(complete)
+        assert {"loss", "tp_hard", "fp_hard", "fn_hard"} <= set(counts)
+    assert (seen != {(True,) * 4}) == under_dropout and len(seen) > (1 if under_dropout else 0)

@@ -25,7 +25,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import distributed as dist
 
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.masking import apply_channel_mask
+from nnunet_dsmm.masking import apply_channel_mask, modality_dropout
 from nnunet_dsmm.raw_data import available_channels, num_channels
 from nnunet_dsmm.trainers.stages import load_earlier_stages
 
@@ -108,6 +108,9 @@ class DSMMTrainerBase(nnUNetTrainer):
     default_num_epochs: int = 1000
     #: batch size of the paper's schedule; None keeps the plan's
     paper_batch_size: int | None = None
+    #: validation batches are modality-dropped too, so that the EMA pseudo Dice that picks nnU-Net's
+    #: checkpoint_best.pth measures missing-modality performance (the paper's early stopping)
+    validate_under_modality_dropout: bool = True
     #: the loss terms ``compute_loss`` returns, as the training log explains them
     loss_terms: dict[str, str] = {"seg": "nnU-Net's loss of the network's segmentation"}
 
@@ -191,9 +194,17 @@ class DSMMTrainerBase(nnUNetTrainer):
             else target.to(self.device, non_blocking=True)
         return StepBatch(data, target, available, training)
 
+    def segmentation_input(self, step: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a segmentation network sees, and its (B, M) channel code: a modality-dropped subset of
+        the available channels (MDrop) in training, and in validation too while
+        ``validate_under_modality_dropout`` (else all available channels)."""
+        dropout = step.training or self.validate_under_modality_dropout
+        keep = modality_dropout(step.available) if dropout else step.available
+        return apply_channel_mask(step.data, keep), keep
+
     def compute_loss(self, step: StepBatch) -> StepResult:
-        """The hook of each stage. Here: nnU-Net's loss of the network's segmentation of the data."""
-        output = self.network(step.data)
+        """The hook of each stage. Here: nnU-Net's loss of the network's segmentation of its input."""
+        output = self.network(self.segmentation_input(step)[0])
         return StepResult({"seg": self.loss(output, step.target)}, output)
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

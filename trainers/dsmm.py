@@ -12,7 +12,7 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
 from nnunet_dsmm.losses import distillation_loss_eq4
-from nnunet_dsmm.masking import apply_channel_mask, modality_dropout
+from nnunet_dsmm.masking import apply_channel_mask
 from nnunet_dsmm.modalities import channel_names, prompts_in_index_order
 from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, freeze_unused_heads
 from nnunet_dsmm.text_encoder import embed_prompts, embedding_dim
@@ -140,11 +140,12 @@ class DSMMTrainer(DSMMTrainerBase):
         return total
 
     def compute_loss(self, step: StepBatch) -> StepResult:
-        """Training: the terms of Eq. 7 under MDrop. Validation: L_task of the student on the available channels."""
+        """Training: the terms of Eq. 7 under MDrop. Validation: L_task of the student on its input."""
+        data, keep = self.segmentation_input(step)
         if not step.training:
-            segmentation = self.network(step.data)
+            segmentation = self.network(data, keep)
             return StepResult({"task": self.loss(segmentation, step.target)}, segmentation)
-        return StepResult(self.ctd_losses(step, modality_dropout(step.available)), None)
+        return StepResult(self.ctd_losses(step, keep), None)
 
 
 class DSMMTrainerNoCTD(DSMMTrainer):

@@ -21,6 +21,10 @@ from nnunet_dsmm.errors import DSMMError
 
 #: encoder and decoder of a U-Net, without its prediction layers
 BACKBONE_PREFIXES = ("encoder.", "decoder.stages.", "decoder.transpconvs.")
+#: which checkpoint of an earlier stage is used by convention: checkpoint_final.pth (default) or, for the
+#: paper's early stopping, checkpoint_best.pth (nnU-Net's best EMA pseudo Dice)
+STAGE_CHECKPOINT_VARIABLE = "DSMM_STAGE_CHECKPOINT"
+DEFAULT_STAGE_CHECKPOINT = "checkpoint_final.pth"
 
 
 class StageError(DSMMError, RuntimeError):
@@ -63,21 +67,22 @@ def build_stage_network(stage_trainer: type, role: StageRole, plans_manager, con
 
 def stage_checkpoint(trainer, stage_trainer: type, role: StageRole) -> str:
     """The checkpoint of the earlier stage: the role's override variable, else ``stage_trainer``'s
-    ``checkpoint_final.pth`` for the trainer's dataset, plans, configuration and fold."""
+    checkpoint (``DSMM_STAGE_CHECKPOINT``, default checkpoint_final.pth) for the trainer's dataset,
+    plans, configuration and fold."""
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
+    name = os.environ.get(STAGE_CHECKPOINT_VARIABLE) or DEFAULT_STAGE_CHECKPOINT
     path = os.environ.get(role.override_variable) or os.path.join(
         get_output_folder(trainer.plans_manager.dataset_name, stage_trainer.__name__,
-                          trainer.plans_manager.plans_name, trainer.configuration_name, trainer.fold),
-        "checkpoint_final.pth")
+                          trainer.plans_manager.plans_name, trainer.configuration_name, trainer.fold), name)
     if not os.path.isfile(path):
         dataset_id = trainer.plans_manager.dataset_name.split("_")[0].removeprefix("Dataset")
         raise MissingStageError(
             f"nnunet-dsmm: {type(trainer).__name__} needs the finished earlier stage {stage_trainer.__name__} "
             f"({role.name}), but {path} does not exist. Run it first:\n  nnUNetv2_train {dataset_id} "
             f"{trainer.configuration_name} {trainer.fold} -p {trainer.plans_manager.plans_name} "
-            f"-tr {stage_trainer.__name__}\nor point {role.override_variable} at a checkpoint_final.pth of a "
-            f"model with the same plans.")
+            f"-tr {stage_trainer.__name__}\nor point {role.override_variable} at a checkpoint of a model with "
+            f"the same plans.")
     return path
 
 
@@ -106,6 +111,7 @@ def load_frozen_stage(trainer, stage_trainer: type, role: StageRole) -> nn.Modul
                                  f"({differences})")
     network.load_state_dict(weights)
     network.requires_grad_(False)
+    trainer.print_to_log_file(f"nnunet-dsmm: {role.name} ({stage_trainer.__name__}) loaded from {path}")
     return network.eval().to(trainer.device)
 
 
