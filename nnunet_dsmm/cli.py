@@ -82,7 +82,7 @@ def _cmd_recover(args) -> int:
 def _cmd_demo(args) -> int:
     from nnunet_dsmm.demo import run_demo
 
-    run_demo(args.output, args.device, args.budget, args.fm_ratio, args.seed)
+    run_demo(args.output, args.device, args.budget, args.fm_ratio, args.seed, args.labels)
     return 0
 
 
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="data size, network width and schedules (cpu: ~15 min on 2 cores; gpu: larger)")
     demo.add_argument("--fm-ratio", type=float, default=0.1, help="full-modal share of training cases (default 0.1)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--labels", choices=("regions", "plain"), default="regions",
+                      help="the synthetic data's labels: BraTS regions (default) or three plain classes")
     demo.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("benchmark", help="training-step time and memory, and prediction time, of the DSMM "

@@ -25,7 +25,9 @@ from nnunet_dsmm.modalities import all_combinations, channel_names, combination_
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_DSMMDemo"
 CONFIGURATION = "3d_demo"
-REGION_COLOURS = {"whole tumor": (0.9, 0.1, 0.1), "tumor core": (0.1, 0.8, 0.1), "enhancing tumor": (0.6, 0.2, 0.8)}
+#: overlay colour per region (regions) or class (plain labels); "enhancing tumor" is both
+REGION_COLOURS = {"whole tumor": (0.9, 0.1, 0.1), "tumor core": (0.1, 0.8, 0.1), "enhancing tumor": (0.6, 0.2, 0.8),
+                  "oedema": (0.9, 0.1, 0.1), "necrosis": (0.1, 0.8, 0.1)}
 
 
 class DemoError(DSMMError, RuntimeError):
@@ -115,7 +117,9 @@ def draw_overlays(image_file: str, label_file: str, predictions: dict[str, dict[
             ax.imshow(overlay)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-        fig.suptitle(f"input: {combination}  (red WT, green TC, purple ET)", fontsize=9)
+        legend = "red WT, green TC, purple ET" if "regions_class_order" in dataset_json else \
+            "red oedema, green necrosis, purple enhancing"
+        fig.suptitle(f"input: {combination}  ({legend})", fontsize=9)
         fig.tight_layout()
         path = os.path.join(out_dir, f"{index:02d}_{combination}.png")
         fig.savefig(path, dpi=100)
@@ -125,7 +129,7 @@ def draw_overlays(image_file: str, label_file: str, predictions: dict[str, dict[
 
 
 def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_ratio: float = 0.1,
-             seed: int = 0) -> dict:
+             seed: int = 0, labels: str = "regions") -> dict:
     budget = BUDGETS[budget_name]
     out_dir = os.path.abspath(out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir):
@@ -155,7 +159,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
 
     step("synthesise", ["nnunet_dsmm", "synth", "-o", raw, "--num-train", str(budget.num_train), "--num-test",
                         str(budget.num_test), "--shape", *[str(budget.shape)] * 3, "--fm-ratio", str(fm_ratio),
-                        "--seed", str(seed), "--name", "DSMMDemo"])
+                        "--seed", str(seed), "--name", "DSMMDemo", "--labels", labels])
     check = subprocess.run([os.path.join(os.path.dirname(sys.executable), "nnunet_dsmm"), "check", "--raw", raw,
                             "--no-progress", "--json"], env=env, capture_output=True, text=True, check=True)
     report = json.loads(check.stdout)
@@ -203,7 +207,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     timings["total"] = round(time.time() - start, 1)
     means = {m: float(np.mean([summary["results"][m][r]["avg"]["dsc"] for r in summary["regions"]]))
              for m in summary["models"]}
-    report = {"device": device, "budget": budget.__dict__, "fm_ratio": fm_ratio, "seed": seed,
+    report = {"device": device, "budget": budget.__dict__, "fm_ratio": fm_ratio, "seed": seed, "labels": labels,
               "timings_s": timings, "mean_dsc_over_regions_and_combinations": means,
               "text_encoder": env.get("DSMM_TEXT_ENCODER", "pretrained")}
     with open(os.path.join(out_dir, "demo_report.json"), "w") as f:
