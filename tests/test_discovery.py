@@ -31,6 +31,7 @@ OUR_CLASSES = {
     "DSMMTrainerAvailableKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerBinaryCode": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerDetachedKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
+    "DSMMTrainerDiceCE": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerLowMemory": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
 }
 

@@ -121,3 +121,13 @@ def test_validation_sees_modality_dropped_inputs_so_that_checkpoint_best_reflect
         counts = trainer.validation_step(complete)
         assert {"loss", "tp_hard", "fp_hard", "fn_hard"} <= set(counts)
     assert (seen != {(True,) * 4}) == under_dropout and len(seen) > (1 if under_dropout else 0)
+
+
+def test_the_dice_ce_variant_trains_the_student_with_nnunets_loss(tmp_path):
+    from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    paper, variant = (build_trainer(name, tmp_path / name) for name in ("DSMMTrainer", "DSMMTrainerDiceCE"))
+    assert isinstance(paper.loss.loss, MemoryEfficientSoftDiceLoss)
+    assert isinstance(variant.loss.loss, DC_and_BCE_loss)  # the tiny plan's data are BraTS regions
+    assert set(variant.train_step(batch(variant))["terms"][0]) == {"task", "mrec", "kd"}

@@ -43,6 +43,8 @@ class DSMMTrainer(DSMMTrainerBase):
     kd_reaches_recovery: bool = True
     #: recompute T's and M_rec's inner activations stage by stage in the backward pass instead of keeping them
     checkpoint_activations: bool = False
+    #: L_task is the paper's Dice loss; True: nnU-Net's Dice + CE (Dice + BCE for regions) instead
+    task_loss_with_ce: bool = False
     #: the earlier stages: f/T (stage 1) and φθ (stage 2), which initialises the student and M_rec
     teacher_trainer: type = DSMMTeacherTrainer
     pretrain_trainer: type = DSMMPretrainTrainer
@@ -100,7 +102,10 @@ class DSMMTrainer(DSMMTrainerBase):
         return loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
 
     def _build_loss(self):
-        """L_task: Dice loss of the student with nnU-Net's deep-supervision weighting."""
+        """L_task: Dice loss of the student with nnU-Net's deep-supervision weighting (or nnU-Net's own
+        Dice + CE/BCE with ``task_loss_with_ce``)."""
+        if self.task_loss_with_ce:
+            return super()._build_loss()
         regions = self.label_manager.has_regions
         loss = MemoryEfficientSoftDiceLoss(apply_nonlin=torch.sigmoid if regions else softmax_helper_dim1,
                                            batch_dice=self.configuration_manager.batch_dice, do_bg=regions,
@@ -171,6 +176,13 @@ class DSMMTrainerDetachedKD(DSMMTrainer):
     alone (α then acts only through weight decay and gradient clipping under Adam)."""
 
     kd_reaches_recovery = False
+
+
+class DSMMTrainerDiceCE(DSMMTrainer):
+    """Not a row of the paper: L_task is nnU-Net's Dice + CE (Dice + BCE for regions) instead of Dice
+    alone, against a class that Dice alone drives to zero on softmax (plain-label) data."""
+
+    task_loss_with_ce = True
 
 
 class DSMMTrainerLowMemory(DSMMTrainer):
