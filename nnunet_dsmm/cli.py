@@ -50,17 +50,23 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from nnunet_dsmm.evaluation import EmptyMaskConvention, evaluate
+    from nnunet_dsmm.evaluation import EmptyMaskConvention, evaluate, seed_label
     from nnunet_dsmm.locations import trained_model_folder
 
-    models = [(trainer, trained_model_folder(args.d, trainer, args.p, args.c, args.f)) for trainer in args.tr]
+    def models(root: str | None) -> list[tuple[str, str]]:
+        return [(trainer, trained_model_folder(args.d, trainer, args.p, args.c, args.f, root)) for trainer in args.tr]
+
+    trainings = {seed_label(i): models(root) for i, root in enumerate(args.seed_results)} if args.seed_results \
+        else None
     convention = EmptyMaskConvention(args.empty_both[0], args.empty_both[1], args.empty_one[0], args.empty_one[1])
-    summary = evaluate(models, args.f, args.i, args.l, args.o, args.device, convention, args.checkpoint,
-                       use_mirroring=not args.disable_tta, combinations_per_batch=args.combinations_per_batch)
+    summary = evaluate(None if trainings else models(None), args.f, args.i, args.l, args.o, args.device, convention,
+                       args.checkpoint, use_mirroring=not args.disable_tta,
+                       combinations_per_batch=args.combinations_per_batch, trainings=trainings)
     with open(os.path.join(args.o, "summary.md")) as f:
         print(f.read())
     print(f"Results: {os.path.join(args.o, 'results.csv')}, {os.path.join(args.o, 'summary.json')}, "
-          f"{os.path.join(args.o, 'heatmap.png')}; reference model for the * markers: {summary['reference_model']}")
+          f"{os.path.join(args.o, 'heatmap.png')}; reference model of the */† markers (better/worse, paired Wilcoxon): "
+          f"{summary['reference_model']}")
     return 0
 
 
@@ -82,7 +88,7 @@ def _cmd_recover(args) -> int:
 def _cmd_demo(args) -> int:
     from nnunet_dsmm.demo import run_demo
 
-    run_demo(args.output, args.device, args.budget, args.fm_ratio, args.seed, args.labels)
+    run_demo(args.output, args.device, args.budget, args.fm_ratio, args.seed, args.labels, args.seeds)
     return 0
 
 
@@ -169,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
     ev.add_argument("-p", default="DSMMPlans", help="plans identifier (default DSMMPlans)")
     ev.add_argument("-tr", action="append", required=True,
-                    help="trainer; repeat for several models (the last one is the reference for the * markers)")
+                    help="trainer; repeat for several models (the last one is the reference of the */† markers)")
     ev.add_argument("-f", default="0", help="fold (default 0)")
     ev.add_argument("-i", required=True, help="images folder (nnU-Net raw naming, e.g. imagesTs)")
     ev.add_argument("-l", required=True, help="labels folder (e.g. labelsTs)")
@@ -181,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--combinations-per-batch", type=int, metavar="N",
                     help="channel combinations of a case predicted together in each network call (default: all on "
                          "cuda, lower it if the GPU runs out of memory; 4 on cpu, the fastest there)")
+    ev.add_argument("--seed-results", nargs="+", metavar="ROOT",
+                    help="several independent trainings: one nnUNet_results folder per training (seed), each holding "
+                         "every -tr model; reports mean ± std over them and tests over cases averaged over them")
     ev.add_argument("--empty-both", type=float, nargs=2, default=(1.0, 0.0), metavar=("DSC", "HD95"),
                     help="scores when prediction and reference are both empty (BraTS: 1 0)")
     ev.add_argument("--empty-one", type=float, nargs=2, default=(0.0, 373.13), metavar=("DSC", "HD95"),
@@ -205,10 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole method on a synthetic dataset, end to end (about 15 min on CPU)")
     demo.add_argument("-o", "--output", default="dsmm_demo", help="empty output folder (default ./dsmm_demo)")
     demo.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="default cpu")
-    demo.add_argument("--budget", default="cpu", choices=("cpu", "gpu"),
-                      help="data size, network width and schedules (cpu: ~15 min on 2 cores; gpu: larger)")
+    demo.add_argument("--budget", default="cpu", choices=("cpu", "gpu", "smoke"),
+                      help="data size, network width and schedules (cpu: ~10 min on 2 cores; gpu: larger; smoke: "
+                           "a few minutes, learns nothing, for tests)")
     demo.add_argument("--fm-ratio", type=float, default=0.1, help="full-modal share of training cases (default 0.1)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data (default 0)")
+    demo.add_argument("--seeds", type=int, default=1,
+                      help="independent trainings of every model (DSMM_SEED 0..N-1; default 1); the tables show "
+                           "mean ± std over them")
     demo.add_argument("--labels", choices=("regions", "plain"), default="regions",
                       help="the synthetic data's labels: BraTS regions (default) or three plain classes")
     demo.set_defaults(func=_cmd_demo)

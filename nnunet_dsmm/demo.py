@@ -1,10 +1,12 @@
 """``nnunet_dsmm demo``: the whole method on the embedded synthetic default, end to end.
 
 Synthesise a BraTS-like dataset with dual-stage missing modalities, check it, plan and
-preprocess with the stock command, train the baseline (stage 1), pre-training (stage 2) and
-DSMMTrainer (stage 3) with a schedule and a network sized for the budget, evaluate both models on
-every combination, recover a hidden modality, and draw Fig.-4-style overlays. Every step runs the
-real command as a subprocess with its own nnU-Net folders under the output folder.
+preprocess with the stock command, train the baseline (stage 1), pre-training (stage 2),
+DSMMTrainer (stage 3) and the compute-matched baseline (as many epochs as stages 2 + 3) with a
+schedule and a network sized for the budget, once per seed (independent trainings), evaluate the
+models on every combination (mean ± std over seeds, paired Wilcoxon over cases), recover a hidden
+modality, and draw Fig.-4-style overlays. Every step runs the real command as a subprocess with its
+own nnU-Net folders under the output folder.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnunet_dsmm.errors import DSMMError
+from nnunet_dsmm.evaluation import seed_label
+from nnunet_dsmm.experiment import Training, results_root, run_logged, say, train_seed
 from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
 
 DATASET_ID = 990
@@ -30,8 +34,12 @@ REGION_COLOURS = {"whole tumor": (0.9, 0.1, 0.1), "tumor core": (0.1, 0.8, 0.1),
                   "oedema": (0.9, 0.1, 0.1), "necrosis": (0.1, 0.8, 0.1)}
 
 
+#: the models the demo compares, in the order of its tables (the last is the reference of the tests)
+BASELINE, MATCHED_BASELINE, DSMM = "DSMMTeacherTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTrainer"
+
+
 class DemoError(DSMMError, RuntimeError):
-    """The demo cannot start (output folder in use) or one of its commands failed (the message names its log)."""
+    """The demo cannot start (output folder in use)."""
 
 
 @dataclass(frozen=True)
@@ -51,29 +59,24 @@ class DemoBudget:
 
 
 BUDGETS = {
-    "cpu": DemoBudget(shape=40, num_train=24, num_test=4, max_features=64, mirroring=False, teacher_epochs=16,
+    "cpu": DemoBudget(shape=40, num_train=24, num_test=10, max_features=64, mirroring=False, teacher_epochs=16,
                       pretrain_epochs=6, dsmm_epochs=16, iterations=12, val_iterations=2),
+    #: the whole demo in a few minutes, for tests: nothing is learned
+    "smoke": DemoBudget(shape=32, num_train=8, num_test=6, max_features=32, mirroring=False, teacher_epochs=2,
+                        pretrain_epochs=1, dsmm_epochs=2, iterations=3, val_iterations=1),
     "gpu": DemoBudget(shape=64, num_train=60, num_test=10, max_features=320, mirroring=True, teacher_epochs=100,
                       pretrain_epochs=50, dsmm_epochs=100, iterations=100, val_iterations=10),
 }
 
 
 def _say(message: str) -> None:
-    print(f"[nnunet_dsmm demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    say(message, "nnunet_dsmm demo")
 
 
-def _run(args: list[str], env: dict, log_path: str, show=("Epoch ", "Pseudo dice", "Mean Validation")) -> None:
-    """Run a console script of this environment; stream a few progress lines, keep the full log."""
-    executable = os.path.join(os.path.dirname(sys.executable), args[0])
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([executable, *args[1:]], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-        for line in process.stdout:
-            log.write(line)
-            if any(s in line for s in show):
-                print("    " + line.rstrip()[-110:], flush=True)
-        if process.wait() != 0:
-            raise DemoError(f"nnunet-dsmm: demo step '{' '.join(args)}' failed; see {log_path}")
+def demo_trainings(budget: DemoBudget) -> list[Training]:
+    """Stage 1 (also the baseline), stage 2, stage 3, and the baseline trained as long as stages 2 + 3."""
+    return [Training(BASELINE, budget.teacher_epochs), Training("DSMMPretrainTrainer", budget.pretrain_epochs),
+            Training(DSMM, budget.dsmm_epochs), Training(MATCHED_BASELINE, budget.pretrain_epochs + budget.dsmm_epochs)]
 
 
 def add_demo_configuration(plans_file: str, max_features: int) -> None:
@@ -129,7 +132,10 @@ def draw_overlays(image_file: str, label_file: str, predictions: dict[str, dict[
 
 
 def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_ratio: float = 0.1,
-             seed: int = 0, labels: str = "regions") -> dict:
+             seed: int = 0, labels: str = "regions", seeds: int = 1) -> dict:
+    """``seed`` makes the data; ``seeds`` independent trainings of every model (``DSMM_SEED`` 0 .. seeds-1)."""
+    if seeds < 1:
+        raise DemoError(f"nnunet-dsmm: --seeds must be at least 1, got {seeds}")
     budget = BUDGETS[budget_name]
     out_dir = os.path.abspath(out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir):
@@ -153,7 +159,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     def step(name: str, args: list[str], **extra_env: str) -> None:
         _say(f"{name} ...")
         t = time.time()
-        _run(args, {**env, **extra_env}, os.path.join(logs, name.replace(" ", "_") + ".log"))
+        run_logged(args, {**env, **extra_env}, os.path.join(logs, name.replace(" ", "_") + ".log"))
         timings[name] = round(time.time() - t, 1)
         _say(f"{name} done in {timings[name]:.0f} s")
 
@@ -172,19 +178,23 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
                                  "-npfp", "2", "--no_pbar"])
     add_demo_configuration(os.path.join(folders["nnUNet_preprocessed"], DATASET_NAME, "DSMMPlans.json"),
                            budget.max_features)
-    for name, trainer, epochs in (("train baseline (stage 1)", "DSMMTeacherTrainer", budget.teacher_epochs),
-                                  ("pre-train (stage 2)", "DSMMPretrainTrainer", budget.pretrain_epochs),
-                                  ("train DSMMTrainer (stage 3)", "DSMMTrainer", budget.dsmm_epochs)):
-        step(name, ["nnUNetv2_train", str(DATASET_ID), CONFIGURATION, "0", "-p", "DSMMPlans", "-tr", trainer,
-                    "-device", device], DSMM_NUM_EPOCHS=str(epochs))
+    models = [BASELINE, MATCHED_BASELINE, DSMM]
+    for k in range(seeds):
+        t = time.time()
+        trained = train_seed(demo_trainings(budget), DATASET_NAME, CONFIGURATION, 0, "DSMMPlans", device, env,
+                             out_dir, k, logs, _say)
+        timings.update({f"seed {k}: {trainer}": value for trainer, value in trained.items()})
+        timings[f"train seed {k}"] = round(time.time() - t, 1)
+    for trainer in models + ["DSMMPretrainTrainer"]:
         curves = os.path.join(folders["nnUNet_results"], DATASET_NAME, f"{trainer}__DSMMPlans__{CONFIGURATION}",
                               "fold_0", "progress.png")
         shutil.copy(curves, os.path.join(figures, f"training_curves_{trainer}.png"))
     evaluation = os.path.join(out_dir, "evaluation")
-    step("evaluate 15 combinations", ["nnunet_dsmm", "evaluate", "-d", str(DATASET_ID), "-c", CONFIGURATION,
-                                      "-p", "DSMMPlans", "-tr", "DSMMTeacherTrainer", "-tr", "DSMMTrainer", "-f", "0",
-                                      "-i", os.path.join(raw, "imagesTs"), "-l", os.path.join(raw, "labelsTs"),
-                                      "-o", evaluation, "-device", device]
+    several = ["--seed-results", *[results_root(out_dir, k) for k in range(seeds)]] if seeds > 1 else []
+    step(f"evaluate 15 combinations ({seeds} seed{'s' if seeds > 1 else ''})",
+         ["nnunet_dsmm", "evaluate", "-d", str(DATASET_ID), "-c", CONFIGURATION, "-p", "DSMMPlans",
+          *[a for m in models for a in ("-tr", m)], "-f", "0", "-i", os.path.join(raw, "imagesTs"),
+          "-l", os.path.join(raw, "labelsTs"), "-o", evaluation, "-device", device, *several]
          + ([] if budget.mirroring else ["--disable-tta"]))
     with open(os.path.join(raw, "missing_manifest.json")) as f:
         case = json.load(f)["test_cases"][0]
@@ -195,8 +205,9 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     with open(os.path.join(raw, "dataset.json")) as f:
         dataset_json = json.load(f)
     combinations = [combination_name(code, channel_names(dataset_json)) for code in all_combinations(4)]
-    predictions = {model: {combo: os.path.join(evaluation, "predictions", model, combo, f"{case}.nii.gz")
-                           for combo in combinations} for model in ("DSMMTeacherTrainer", "DSMMTrainer")}
+    first = seed_label(0) if seeds > 1 else ""
+    predictions = {model: {combo: os.path.join(evaluation, "predictions", first, model, combo, f"{case}.nii.gz")
+                           for combo in combinations} for model in (BASELINE, DSMM)}
     overlays = draw_overlays(os.path.join(raw, "imagesTs", f"{case}_0000.nii.gz"),
                              os.path.join(raw, "labelsTs", f"{case}.nii.gz"), predictions, dataset_json,
                              os.path.join(figures, "overlays"))
@@ -208,13 +219,16 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     means = {m: float(np.mean([summary["results"][m][r]["avg"]["dsc"] for r in summary["regions"]]))
              for m in summary["models"]}
     report = {"device": device, "budget": budget.__dict__, "fm_ratio": fm_ratio, "seed": seed, "labels": labels,
-              "timings_s": timings, "mean_dsc_over_regions_and_combinations": means,
+              "seeds": seeds, "timings_s": timings, "mean_dsc_over_regions_and_combinations": means,
+              "mean_dsc_std_over_seeds": {m: float(np.mean([summary["results"][m][r]["avg"]["dsc_std"]
+                                                           for r in summary["regions"]])) for m in summary["models"]},
+              "wilcoxon_against_dsmm": summary["wilcoxon"],
               "text_encoder": env.get("DSMM_TEXT_ENCODER", "pretrained")}
     with open(os.path.join(out_dir, "demo_report.json"), "w") as f:
         json.dump(report, f, indent=2)
     with open(os.path.join(evaluation, "summary.md")) as f:
         print("\n" + f.read())
-    print("Mean DSC over the 15 combinations and 3 regions: " +
+    print(f"Mean DSC over the 15 combinations and 3 regions ({seeds} seed{'s' if seeds > 1 else ''}): " +
           ", ".join(f"{m} {100 * v:.2f}" for m, v in means.items()))
     print(f"\nFinished in {timings['total'] / 60:.1f} min. Outputs in {out_dir}:")
     for label, path in (("table", os.path.join(evaluation, "summary.md")),

@@ -83,6 +83,11 @@ def dice_and_hd95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequen
     return dsc, hd95
 
 
+def seed_label(index: int) -> str:
+    """Name of the ``index``-th independent training (its predictions' subfolder)."""
+    return f"seed_{index}"
+
+
 def code_string(code: Sequence[bool]) -> str:
     return "".join("1" if c else "0" for c in code)
 
@@ -165,8 +170,8 @@ def predict_combinations(model_folder: str, fold: int | str, images_dir: str, ou
 
 
 def score_predictions(predictions: dict[str, dict[str, str]], labels_dir: str, dataset_json: dict, model: str,
-                      convention: EmptyMaskConvention) -> list[dict]:
-    """One row per case × combination × region."""
+                      convention: EmptyMaskConvention, seed: str = "") -> list[dict]:
+    """One row per case × combination × region; ``seed`` names the independent training ("" if one)."""
     import SimpleITK as sitk
 
     names = channel_names(dataset_json)
@@ -180,37 +185,60 @@ def score_predictions(predictions: dict[str, dict[str, str]], labels_dir: str, d
             code = [c == "1" for c in key]
             for region, reference in references.items():
                 dsc, hd95 = dice_and_hd95(predicted[region], reference, spacing, convention)
-                rows.append({"model": model, "case": case, "combination": combination_name(code, names),
+                rows.append({"model": model, "seed": seed, "case": case, "combination": combination_name(code, names),
                              "code": key, "region": region, "dsc": dsc, "hd95": hd95})
     return rows
 
 
+def _mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarise(rows: list[dict], dataset_json: dict, reference_model: str | None = None) -> dict:
-    """Mean DSC/HD95 per model, region and combination, the average over combinations, and paired
-    Wilcoxon signed-rank tests (over cases, on the per-case average DSC) of every model against
-    ``reference_model`` (default: the last model)."""
+    """Per model, region and combination (and ``avg``, the mean over combinations): DSC and HD95 as the
+    mean over cases of each independent training (``seed`` of the rows), then mean and standard deviation
+    over the trainings (``dsc_std``, ``hd95_std``; 0 with one). Paired Wilcoxon signed-rank tests of every
+    model against ``reference_model`` (default: the last model) over cases, on each case's DSC averaged
+    over combinations and trainings."""
     from scipy.stats import wilcoxon
 
     names = channel_names(dataset_json)
     codes = [code_string(c) for c in all_combinations(len(names))]
     models = list(dict.fromkeys(r["model"] for r in rows))
     regions = list(dict.fromkeys(r["region"] for r in rows))
+    seeds = list(dict.fromkeys(r.get("seed", "") for r in rows))
     reference_model = reference_model or models[-1]
-    summary = {"channels": names, "combinations": codes, "models": models, "regions": regions,
+    summary = {"channels": names, "combinations": codes, "models": models, "regions": regions, "seeds": seeds,
                "reference_model": reference_model, "results": {}}
     per_case: dict[tuple, dict[str, float]] = {}
     for model in models:
         summary["results"][model] = {}
         for region in regions:
             selected = [r for r in rows if r["model"] == model and r["region"] == region]
+            # seed -> code -> mean over that training's cases
+            by_seed: dict[str, dict[str, dict]] = {}
+            for seed in seeds:
+                for code in codes:
+                    values = [r for r in selected if r.get("seed", "") == seed and r["code"] == code]
+                    if values:
+                        by_seed.setdefault(seed, {})[code] = {
+                            "dsc": np.mean([v["dsc"] for v in values]), "hd95": np.mean([v["hd95"] for v in values]),
+                            "n": len(values)}
             entry = {}
             for code in codes:
-                values = [r for r in selected if r["code"] == code]
-                if values:
-                    entry[code] = {"dsc": float(np.mean([v["dsc"] for v in values])),
-                                   "hd95": float(np.mean([v["hd95"] for v in values])), "n": len(values)}
-            entry["avg"] = {"dsc": float(np.mean([v["dsc"] for v in entry.values()])),
-                            "hd95": float(np.mean([v["hd95"] for v in entry.values()]))}
+                trainings = [means[code] for means in by_seed.values() if code in means]
+                if trainings:
+                    dsc, dsc_std = _mean_and_std([t["dsc"] for t in trainings])
+                    hd95, hd95_std = _mean_and_std([t["hd95"] for t in trainings])
+                    entry[code] = {"dsc": dsc, "dsc_std": dsc_std, "hd95": hd95, "hd95_std": hd95_std,
+                                   "n": trainings[0]["n"], "trainings": len(trainings)}
+            averages = [(np.mean([m["dsc"] for m in means.values()]), np.mean([m["hd95"] for m in means.values()]))
+                        for means in by_seed.values()]
+            dsc, dsc_std = _mean_and_std([a[0] for a in averages])
+            hd95, hd95_std = _mean_and_std([a[1] for a in averages])
+            entry["avg"] = {"dsc": dsc, "dsc_std": dsc_std, "hd95": hd95, "hd95_std": hd95_std,
+                            "trainings": len(averages)}
             summary["results"][model][region] = entry
             cases = sorted({r["case"] for r in selected})
             per_case[(model, region)] = {c: float(np.mean([r["dsc"] for r in selected if r["case"] == c]))
@@ -225,15 +253,18 @@ def summarise(rows: list[dict], dataset_json: dict, reference_model: str | None 
             common = sorted(set(ours) & set(theirs))
             differences = [ours[c] - theirs[c] for c in common]
             p = float(wilcoxon(differences).pvalue) if any(d != 0 for d in differences) else 1.0
-            summary["wilcoxon"][model][region] = {"p": p, "n_cases": len(common)}
+            summary["wilcoxon"][model][region] = {"p": p, "n_cases": len(common),
+                                                  "mean_difference": float(np.mean(differences))}
     return summary
 
 
 def table1_markdown(summary: dict, alpha: float = 0.05) -> str:
     """The paper's Table 1 layout: ●/○ per modality and combination, Avg., a row per model and
-    region with DSC in %, the best value per column and region in bold, * where the reference
-    model's average is significantly better (paired Wilcoxon, p < alpha)."""
+    region with DSC in % (mean ± std over independent trainings when there are several), the best
+    mean per column and region in bold; on another model's average, * where the reference model is
+    significantly better and † where it is significantly worse (paired Wilcoxon, p < alpha)."""
     codes, names = summary["combinations"], summary["channels"]
+    several = len(summary.get("seeds", [""])) > 1
     lines = []
     for i, name in enumerate(names):
         head = "Region | Model" if i == 0 else " | "
@@ -252,11 +283,16 @@ def table1_markdown(summary: dict, alpha: float = 0.05) -> str:
                 if c not in entry:
                     cells.append("–")
                     continue
-                text = f"{100 * entry[c]['dsc']:.2f}"
-                if c == "avg" and summary["wilcoxon"].get(model, {}).get(region, {}).get("p", 1.0) < alpha:
-                    text += "*"
+                text = f"{100 * entry[c]['dsc']:.2f}" + (f" ± {100 * entry[c]['dsc_std']:.2f}" if several else "")
+                test = summary["wilcoxon"].get(model, {}).get(region, {})
+                if c == "avg" and test.get("p", 1.0) < alpha:
+                    text += "*" if test["mean_difference"] > 0 else "†"
                 cells.append(f"**{text}**" if np.isclose(entry[c]["dsc"], best[c]) else text)
             lines.append(f"| {region} | {model} |  | " + " | ".join(cells) + " |")
+    if several:
+        lines.append(f"\nDSC in %: mean ± standard deviation over {len(summary['seeds'])} independent trainings "
+                     f"({', '.join(summary['seeds'])}); * paired Wilcoxon over cases (each case's DSC averaged over "
+                     f"combinations and trainings), p < {alpha}: {summary['reference_model']} better (*) or worse (†).")
     return "\n".join(lines) + "\n"
 
 
@@ -285,24 +321,30 @@ def heatmap(summary: dict, path: str) -> None:
     plt.close(fig)
 
 
-def evaluate(models: Sequence[tuple[str, str]], fold: int | str, images_dir: str, labels_dir: str, out_dir: str,
+def evaluate(models: Sequence[tuple[str, str]] | None, fold: int | str, images_dir: str, labels_dir: str, out_dir: str,
              device: str = "cpu", convention: EmptyMaskConvention = EmptyMaskConvention(),
              checkpoint: str = "checkpoint_final.pth", use_mirroring: bool = True,
-             combinations_per_batch: int | None = None) -> dict:
-    """``models`` is a list of (name, trained model folder). Writes results.csv, summary.json,
-    summary.md and heatmap.png into ``out_dir``; returns the summary."""
-    with open(os.path.join(models[0][1], "dataset.json")) as f:
+             combinations_per_batch: int | None = None, trainings: dict[str, Sequence[tuple[str, str]]] | None = None
+             ) -> dict:
+    """``models`` is a list of (name, trained model folder); or ``trainings`` maps each independent
+    training (seed) to its own such list, whose predictions go to ``predictions/<seed>/``. Writes
+    results.csv, summary.json, summary.md and heatmap.png into ``out_dir``; returns the summary."""
+    trainings = trainings or {"": models}
+    first_folder = next(iter(trainings.values()))[0][1]
+    with open(os.path.join(first_folder, "dataset.json")) as f:
         dataset_json = json.load(f)
     num_cases = len(list_cases(images_dir, None, dataset_json))
-    total = len(models) * num_cases * len(all_combinations(len(channel_names(dataset_json))))
+    combinations = len(all_combinations(len(channel_names(dataset_json))))
+    total = sum(len(m) for m in trainings.values()) * num_cases * combinations
     rows: list[dict] = []
     os.makedirs(out_dir, exist_ok=True)
     with tqdm(total=total, desc="Predicting cases × combinations") as progress:
-        for name, folder in models:
-            predictions = predict_combinations(folder, fold, images_dir, os.path.join(out_dir, "predictions"),
-                                               name, device, checkpoint, progress, use_mirroring,
-                                               combinations_per_batch)
-            rows += score_predictions(predictions, labels_dir, dataset_json, name, convention)
+        for seed, seed_models in trainings.items():
+            for name, folder in seed_models:
+                predictions = predict_combinations(folder, fold, images_dir, os.path.join(out_dir, "predictions", seed),
+                                                   name, device, checkpoint, progress, use_mirroring,
+                                                   combinations_per_batch)
+                rows += score_predictions(predictions, labels_dir, dataset_json, name, convention, seed)
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

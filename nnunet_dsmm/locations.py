@@ -31,12 +31,19 @@ def raw_dataset_folder(dataset: str) -> str:
     return os.path.join(str(nnUNet_raw), dataset_name(dataset))
 
 
-def trained_model_folder(dataset: str, trainer: str, plans: str, configuration: str, fold: int | str) -> str:
-    """The output folder of ``nnUNetv2_train DATASET CONFIGURATION FOLD -p PLANS -tr TRAINER``."""
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
+def trained_model_folder(dataset: str, trainer: str, plans: str, configuration: str, fold: int | str,
+                         results_root: str | None = None) -> str:
+    """The output folder of ``nnUNetv2_train DATASET CONFIGURATION FOLD -p PLANS -tr TRAINER`` under
+    ``results_root`` (default: ``$nnUNet_results``)."""
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier, get_output_folder
 
-    folder = get_output_folder(dataset_name(dataset), trainer, plans, configuration)
+    if results_root is None:
+        folder = get_output_folder(dataset_name(dataset), trainer, plans, configuration)
+    else:
+        folder = os.path.join(results_root, dataset_name(dataset),
+                              convert_trainer_plans_config_to_identifier(trainer, plans, configuration))
     if not os.path.isdir(os.path.join(folder, f"fold_{fold}")):
+        root = f"nnUNet_results={results_root} " if results_root else ""
         raise LocationError(f"nnunet-dsmm: no trained model at {os.path.join(folder, f'fold_{fold}')}; train it "
-                            f"with nnUNetv2_train {dataset} {configuration} {fold} -p {plans} -tr {trainer}")
+                            f"with {root}nnUNetv2_train {dataset} {configuration} {fold} -p {plans} -tr {trainer}")
     return folder

@@ -18,6 +18,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunet_dsmm.benchmark.plans import SYNTHETIC_CONFIGURATION, synthetic_plans
 from nnunet_dsmm.benchmark.runner import preprocessed_placeholder, random_stage_checkpoints, trainer_class
 from nnunet_dsmm.benchmark.runtime import temporary_environment
+from nnunet_dsmm.brats import brats_dataset_json
 from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
 
 BIN = Path(sys.executable).parent
@@ -83,9 +84,11 @@ def small_unet(inputs: int, outputs: int, deep_supervision: bool = False) -> Pla
                          nonlin=torch.nn.LeakyReLU, deep_supervision=deep_supervision)
 
 
-def tiny_plans() -> tuple[dict, dict]:
-    """The benchmark's CPU plan, shrunk: 3 stages of 8-32 features, 16^3 patch, batch 2 (1 per rank)."""
+def tiny_plans(labels: str = "regions") -> tuple[dict, dict]:
+    """The benchmark's CPU plan, shrunk: 3 stages of 8-32 features, 16^3 patch, batch 2 (1 per rank);
+    BraTS regions or (``labels="plain"``) three plain classes."""
     plans, dataset_json = synthetic_plans("cpu-small")
+    dataset_json = brats_dataset_json(dataset_json["numTraining"], dataset_json["name"], labels)
     config = plans["configurations"][SYNTHETIC_CONFIGURATION]
     config["patch_size"] = [16, 16, 16]
     config["batch_size"] = 2
@@ -95,10 +98,10 @@ def tiny_plans() -> tuple[dict, dict]:
     return plans, dataset_json
 
 
-def build_trainer(name: str, root: Path):
+def build_trainer(name: str, root: Path, labels: str = "regions"):
     """A registered trainer built and initialised as nnUNetv2_train does it (under DDP when a process
-    group exists), on CPU, for ``tiny_plans``; earlier stages are random checkpoints."""
-    plans, dataset_json = tiny_plans()
+    group exists), on CPU, for ``tiny_plans(labels)``; earlier stages are random checkpoints."""
+    plans, dataset_json = tiny_plans(labels)
     cls = trainer_class(name)
     root.mkdir(parents=True, exist_ok=True)
     placeholder = preprocessed_placeholder(plans, SYNTHETIC_CONFIGURATION, 4, str(root / "preprocessed"))

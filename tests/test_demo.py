@@ -41,3 +41,31 @@ def test_one_overlay_per_combination(tmp_path):
                             brats_dataset_json(1, "X"), str(tmp_path / "overlays"))
     assert [p.rsplit("/", 1)[1] for p in written] == ["00_FLAIR.png", "01_FLAIR+T1.png"]
     assert all((tmp_path / "overlays" / p.rsplit("/", 1)[1]).stat().st_size > 1000 for p in written)
+
+
+def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tmp_path):
+    """The whole demo at smoke size with 2 seeds and plain labels, through the console script."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "demo"
+    result = subprocess.run([str(Path(sys.executable).parent / "nnunet_dsmm"), "demo", "-o", str(out), "--budget",
+                             "smoke", "--seeds", "2", "--labels", "plain"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert summary["seeds"] == ["seed_0", "seed_1"]
+    assert summary["models"] == ["DSMMTeacherTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTrainer"]
+    assert summary["regions"] == ["oedema", "necrosis", "enhancing tumor"]
+    assert " ± " in (out / "evaluation" / "summary.md").read_text()
+    for seed, root in enumerate(("nnUNet_results", "nnUNet_results_seed1")):
+        models = out / root / "Dataset990_DSMMDemo"
+        epochs = {m.name.split("__")[0]: json.loads((m / "fold_0" / "dsmm_schedule.json").read_text())["num_epochs"]
+                  for m in models.iterdir()}
+        # smoke budget: stage 1 2 epochs, stage 2 1, stage 3 2; the matched baseline gets stages 2 + 3
+        assert epochs == {"DSMMTeacherTrainer": 2, "DSMMPretrainTrainer": 1, "DSMMTrainer": 2,
+                          "DSMMBaselineComputeMatchedTrainer": 3}
+        log = next((models / "DSMMTrainer__DSMMPlans__3d_demo" / "fold_0").glob("training_log_*.txt")).read_text()
+        assert f"DSMM_SEED={seed}" in log and "L_task = Dice + CE/BCE (task_loss='auto', plain labels)" in log
+    report = json.loads((out / "demo_report.json").read_text())
+    assert report["seeds"] == 2 and set(report["mean_dsc_std_over_seeds"]) == set(summary["models"])

@@ -32,6 +32,8 @@ OUR_CLASSES = {
     "DSMMTrainerBinaryCode": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerDetachedKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerDiceCE": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
+    "DSMMTrainerDiceOnly": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
+    "DSMMBaselineComputeMatchedTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),
     "DSMMTrainerLowMemory": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
 }
 

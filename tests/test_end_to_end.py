@@ -241,7 +241,8 @@ def test_later_stages_say_which_checkpoint_of_each_earlier_stage_they_loaded(sta
 
 @pytest.mark.parametrize("trainer", ["DSMMPretrainNoDATrainer", "DSMMTrainerNoCTD", "DSMMTrainerFrozenRecovery",
                                      "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
-                                     "DSMMTrainerDetachedKD", "DSMMTrainerDiceCE", "DSMMTrainerLowMemory"])
+                                     "DSMMTrainerDetachedKD", "DSMMTrainerDiceCE", "DSMMTrainerDiceOnly",
+                                     "DSMMTrainerLowMemory", "DSMMBaselineComputeMatchedTrainer"])
 def test_ablation_and_variant_trainers_train_with_the_stock_command(planned, staged, trainer):
     _, _, _, env = planned
     model = train({**env, "DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2"}, trainer)

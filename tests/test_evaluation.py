@@ -86,3 +86,33 @@ def test_table1_layout():
     ours_row, base_row = lines[6], lines[5]
     assert ours_row.count("**") == 2 * 16 and "**" not in base_row   # best per column in bold
     assert base_row.rstrip(" |").endswith("*")                        # significantly worse than the reference
+
+
+def test_several_trainings_are_summarised_as_mean_and_std_over_seeds_and_tested_over_cases():
+    rows = []
+    for seed, offset in (("seed_0", 0.0), ("seed_1", 0.02), ("seed_2", 0.04)):
+        for row in synthetic_rows(np.random.default_rng(len(rows))):
+            rows.append({**row, "seed": seed, "dsc": row["dsc"] + (offset if row["model"] == "ours" else -0.2)})
+    summary = summarise(rows, BRATS_JSON)
+    assert summary["seeds"] == ["seed_0", "seed_1", "seed_2"]
+    ours = summary["results"]["ours"]["tumor core"]
+    # per training: 0.6 + offset (± noise of 0.01 / sqrt(8 cases)); over trainings: mean 0.62, sample std 0.02
+    assert ours["avg"]["dsc"] == pytest.approx(0.62, abs=0.005) and ours["avg"]["dsc_std"] == pytest.approx(0.02,
+                                                                                                            abs=0.005)
+    assert ours["1111"]["trainings"] == 3 and ours["1111"]["n"] == 8
+    test = summary["wilcoxon"]["baseline"]["tumor core"]
+    assert test["n_cases"] == 8 and test["mean_difference"] == pytest.approx(0.2 + 0.1 + 0.02, abs=0.01)
+    table = table1_markdown(summary)
+    assert " ± " in table and "3 independent trainings" in table
+    baseline_row = [line for line in table.splitlines() if "| tumor core | baseline |" in line][0]
+    assert baseline_row.rstrip(" |").endswith("*")
+
+
+def test_a_significantly_worse_reference_is_marked_with_a_dagger():
+    rows = [{**row, "model": {"ours": "baseline", "baseline": "ours"}[row["model"]]}
+            for row in synthetic_rows(np.random.default_rng(0))]
+    summary = summarise(rows, BRATS_JSON, reference_model="ours")
+    assert summary["wilcoxon"]["baseline"]["whole tumor"]["mean_difference"] < 0
+    baseline_row = [line for line in table1_markdown(summary).splitlines() if "| whole tumor | baseline |" in line][0]
+    average = baseline_row.split("|")[-2].strip().strip("*")  # bold: the best average
+    assert average.endswith("†") and "*" not in average

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from dataclasses import dataclass
 from glob import glob
 from typing import NamedTuple
@@ -38,6 +39,9 @@ SCHEDULE_VARIABLES = {
 SCHEDULE_FILE = "dsmm_schedule.json"
 #: prefix of the per-term loss entries in nnU-Net's logger
 TERM_LOG_PREFIX = "train_loss_"
+#: environment variable with an integer that seeds Python's, NumPy's and torch's generators before the
+#: networks are built (independent trainings per seed; nnU-Net's augmentation workers stay unseeded)
+SEED_VARIABLE = "DSMM_SEED"
 
 
 class ScheduleError(DSMMError, ValueError):
@@ -117,6 +121,15 @@ class DSMMTrainerBase(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        seed = os.environ.get(SEED_VARIABLE, "")
+        if seed:
+            if not seed.isdigit():
+                raise ScheduleError(f"nnunet-dsmm: environment variable {SEED_VARIABLE}={seed!r} must be an integer")
+            random.seed(int(seed))
+            np.random.seed(int(seed))
+            torch.manual_seed(int(seed))
+        #: the seed of this run (``DSMM_SEED``), None when unseeded
+        self.dsmm_seed = int(seed) if seed else None
         self.initial_lr = self.paper_initial_lr
         self.weight_decay = self.paper_weight_decay
         self.num_epochs = self.default_num_epochs
@@ -171,7 +184,8 @@ class DSMMTrainerBase(nnUNetTrainer):
         if self.local_rank == 0:
             save_json(self.dsmm_schedule, path)
         self.print_to_log_file(f"nnunet-dsmm: schedule {self.dsmm_schedule} (set by "
-                               f"{', '.join(SCHEDULE_VARIABLES.values())}; default: the paper's)")
+                               f"{', '.join(SCHEDULE_VARIABLES.values())}; default: the paper's), "
+                               f"{SEED_VARIABLE}={self.dsmm_seed}")
         self.print_to_log_file("nnunet-dsmm: loss terms logged per epoch: " +
                                "; ".join(f"{name} = {text}" for name, text in self.loss_terms.items()))
 

@@ -43,12 +43,14 @@ class DSMMTrainer(DSMMTrainerBase):
     kd_reaches_recovery: bool = True
     #: recompute T's and M_rec's inner activations stage by stage in the backward pass instead of keeping them
     checkpoint_activations: bool = False
-    #: L_task is the paper's Dice loss; True: nnU-Net's Dice + CE (Dice + BCE for regions) instead
-    task_loss_with_ce: bool = False
+    #: L_task: "dice" (the paper's), "dice_ce" (nnU-Net's Dice + CE, Dice + BCE for regions), or "auto":
+    #: Dice for region-based (sigmoid) datasets, Dice + CE for plain labels (softmax), where Dice alone
+    #: can drive a class to zero for good (README, "L_task on plain labels")
+    task_loss: str = "auto"
     #: the earlier stages: f/T (stage 1) and φθ (stage 2), which initialises the student and M_rec
     teacher_trainer: type = DSMMTeacherTrainer
     pretrain_trainer: type = DSMMPretrainTrainer
-    loss_terms = {"task": "L_task, Dice loss of the student on modality-dropped real data (Eq. 7)",
+    loss_terms = {"task": "L_task, segmentation loss of the student on modality-dropped real data (Eq. 7)",
                   "mrec": "L_Mrec, L_seg of frozen T on the completed x̂_full (Eq. 5, times α)",
                   "kd": "L_KD, multi-scale feature distillation between T and S (Eq. 4, times β; moves S, and "
                         "M_rec through T unless kd_reaches_recovery is off)"}
@@ -101,10 +103,22 @@ class DSMMTrainer(DSMMTrainerBase):
         loss = super()._build_loss()
         return loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
 
+    def task_loss_kind(self) -> str:
+        """"dice" or "dice_ce": ``task_loss`` resolved for this dataset's labels."""
+        if self.task_loss not in ("dice", "dice_ce", "auto"):
+            raise ValueError(f"nnunet-dsmm: task_loss must be 'dice', 'dice_ce' or 'auto', got {self.task_loss!r}")
+        if self.task_loss == "auto":
+            return "dice" if self.label_manager.has_regions else "dice_ce"
+        return self.task_loss
+
     def _build_loss(self):
-        """L_task: Dice loss of the student with nnU-Net's deep-supervision weighting (or nnU-Net's own
-        Dice + CE/BCE with ``task_loss_with_ce``)."""
-        if self.task_loss_with_ce:
+        """L_task with nnU-Net's deep-supervision weighting: the Dice loss of the student, or nnU-Net's own
+        Dice + CE/BCE (see ``task_loss``)."""
+        kind = self.task_loss_kind()
+        labels = "region" if self.label_manager.has_regions else "plain"
+        self.print_to_log_file(f"nnunet-dsmm: L_task = {'Dice' if kind == 'dice' else 'Dice + CE/BCE'} "
+                               f"(task_loss={self.task_loss!r}, {labels} labels)")
+        if kind == "dice_ce":
             return super()._build_loss()
         regions = self.label_manager.has_regions
         loss = MemoryEfficientSoftDiceLoss(apply_nonlin=torch.sigmoid if regions else softmax_helper_dim1,
@@ -179,10 +193,17 @@ class DSMMTrainerDetachedKD(DSMMTrainer):
 
 
 class DSMMTrainerDiceCE(DSMMTrainer):
-    """Not a row of the paper: L_task is nnU-Net's Dice + CE (Dice + BCE for regions) instead of Dice
-    alone, against a class that Dice alone drives to zero on softmax (plain-label) data."""
+    """Not a row of the paper: L_task is nnU-Net's Dice + CE on every dataset (Dice + BCE for regions,
+    where DSMMTrainer keeps the paper's Dice)."""
 
-    task_loss_with_ce = True
+    task_loss = "dice_ce"
+
+
+class DSMMTrainerDiceOnly(DSMMTrainer):
+    """The paper's L_task (Dice alone) on every dataset, plain labels included, where DSMMTrainer adds CE
+    because Dice alone can collapse a class there (README, "L_task on plain labels")."""
+
+    task_loss = "dice"
 
 
 class DSMMTrainerLowMemory(DSMMTrainer):

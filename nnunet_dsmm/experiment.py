@@ -1,0 +1,97 @@
+"""Independent trainings of several models with the stock ``nnUNetv2_train``, one ``nnUNet_results``
+folder per seed, for comparisons over seeds (``demo --seeds``, ``ablate``).
+
+Every training of a seed runs as a subprocess with ``DSMM_SEED`` and ``DSMM_NUM_EPOCHS`` set and its
+full log kept; a training whose ``checkpoint_final.pth`` exists under the same schedule is skipped,
+so an interrupted experiment resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from nnunet_dsmm.errors import DSMMError
+
+#: progress lines of nnU-Net's training log that are shown while a training runs
+PROGRESS_MARKERS = ("Epoch ", "Pseudo dice", "Mean Validation")
+
+
+class ExperimentError(DSMMError, RuntimeError):
+    """A command of an experiment failed; the message names its log."""
+
+
+@dataclass(frozen=True)
+class Training:
+    """One model of an experiment: a registered trainer and its number of epochs."""
+
+    trainer: str
+    epochs: int
+
+
+def results_root(out_dir: str, seed: int) -> str:
+    """The ``nnUNet_results`` folder of the ``seed``-th independent training: ``OUT/nnUNet_results`` for
+    seed 0 (the stock layout), ``OUT/nnUNet_results_seed<k>`` for the others."""
+    return os.path.join(out_dir, "nnUNet_results" if seed == 0 else f"nnUNet_results_seed{seed}")
+
+
+def say(message: str, prefix: str = "nnunet_dsmm") -> None:
+    print(f"[{prefix} {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run_logged(args: list[str], env: dict, log_path: str, show: Sequence[str] = PROGRESS_MARKERS) -> None:
+    """Run a console script of this environment; stream the lines that contain one of ``show``, keep the
+    full output in ``log_path``; a failure raises ``ExperimentError`` naming the log."""
+    executable = os.path.join(os.path.dirname(sys.executable), args[0])
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([executable, *args[1:]], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            log.write(line)
+            if any(s in line for s in show):
+                print("    " + line.rstrip()[-110:], flush=True)
+        if process.wait() != 0:
+            raise ExperimentError(f"nnunet-dsmm: '{' '.join(args)}' failed (exit {process.returncode}); "
+                                  f"see its log {log_path}")
+
+
+def finished(fold_folder: str, epochs: int) -> bool:
+    """Whether ``fold_folder`` holds a finished training of ``epochs`` epochs."""
+    schedule = os.path.join(fold_folder, "dsmm_schedule.json")
+    if not (os.path.isfile(os.path.join(fold_folder, "checkpoint_final.pth")) and os.path.isfile(schedule)):
+        return False
+    with open(schedule) as f:
+        return json.load(f).get("num_epochs") == epochs
+
+
+def train_seed(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str, plans: str,
+               device: str, env: dict, out_dir: str, seed: int, log_dir: str,
+               report: Callable[[str], None] = say) -> dict[str, float]:
+    """Train ``trainings`` in order for one seed of dataset ``dataset_name`` (``DatasetXXX_Name``) under
+    ``results_root(out_dir, seed)``; returns the wall time in seconds of each training that ran
+    (finished ones are skipped)."""
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+
+    root = results_root(out_dir, seed)
+    timings = {}
+    for training in trainings:
+        identifier = convert_trainer_plans_config_to_identifier(training.trainer, plans, configuration)
+        fold_folder = os.path.join(root, dataset_name, identifier, f"fold_{fold}")
+        if finished(fold_folder, training.epochs):
+            report(f"seed {seed}: {training.trainer} ({training.epochs} epochs) already trained, kept")
+            continue
+        report(f"seed {seed}: training {training.trainer} for {training.epochs} epochs ...")
+        start = time.time()
+        run_logged(["nnUNetv2_train", dataset_name, configuration, str(fold), "-p", plans, "-tr", training.trainer,
+                    "-device", device],
+                   {**env, "nnUNet_results": root, "DSMM_NUM_EPOCHS": str(training.epochs), "DSMM_SEED": str(seed)},
+                   os.path.join(log_dir, f"seed{seed}_{training.trainer}.log"))
+        timings[training.trainer] = round(time.time() - start, 1)
+        report(f"seed {seed}: {training.trainer} done in {timings[training.trainer]:.0f} s")
+    return timings
