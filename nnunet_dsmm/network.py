@@ -1,5 +1,6 @@
-"""Networks of stage 3: the student with prompt-guided modality adaptation, and the container
-that nnU-Net trains, checkpoints and predicts with (student + recovery module M_rec)."""
+"""Networks of stage 3: the student, with prompt-guided modality adaptation (Eq. 6) or the U-Net's
+own prediction layers (the paper's rows without PGMA), and the container that nnU-Net trains,
+checkpoints and predicts with (student + recovery module M_rec)."""
 
 from __future__ import annotations
 
@@ -70,17 +71,44 @@ def freeze_unused_heads(unet: nn.Module) -> nn.Module:
     return unet
 
 
-class PromptAdaptiveUNet(nn.Module):
+class SegmentationUNet(nn.Module):
+    """The plan's U-Net as a segmentation model of stage 3 with its own prediction layers (no PGMA):
+    ``forward(x, code)`` and ``forward_with_features(x, code)`` as ``PromptAdaptiveUNet``'s, the code
+    unused. Deep supervision as the decoder's."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.encoder, self.decoder = unet.encoder, unet.decoder
+
+    def predict(self, skips: list, features: list, code: torch.Tensor | None) -> list[torch.Tensor]:
+        """Logits of the used decoder stages (highest resolution first) from the features."""
+        last = len(features) - 1
+        used = range(len(features)) if self.decoder.deep_supervision else [last]
+        return [self.decoder.seg_layers[i](features[i]) for i in used][::-1]
+
+    def forward_with_features(self, x: torch.Tensor, code: torch.Tensor | None = None):
+        """(segmentation, features); segmentation is a list (highest resolution first) with deep
+        supervision, else one tensor. ``code`` defaults to the one detected in ``x``."""
+        if code is None:
+            code = detect_modality_code(x)
+        skips, features = unet_features(self.encoder, self.decoder, x)
+        outputs = self.predict(skips, features, code)
+        return (outputs if self.decoder.deep_supervision else outputs[0]), skips + features
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor | None = None):
+        return self.forward_with_features(x, code)[0]
+
+
+class PromptAdaptiveUNet(SegmentationUNet):
     """U-Net whose prediction layers come from the hypernetwork of Eq. 6, driven by Z_v (global
     average pooling of the bottleneck) and Z_t (stored CLIP embedding of the code's prompt, or a
     2-layer MLP of the binary code when ``prompt_source='binary'``)."""
 
     def __init__(self, unet: nn.Module, num_modalities: int, num_outputs: int, prompt_source: str = "text",
                  prompt_dim: int = 512):
-        super().__init__()
         if prompt_source not in ("text", "binary"):
             raise ValueError(f"prompt_source must be 'text' or 'binary', got {prompt_source!r}")
-        self.encoder, self.decoder = unet.encoder, unet.decoder
+        super().__init__(unet)
         del self.decoder.seg_layers  # replaced by the generated heads
         self.num_modalities = num_modalities
         self.prompt_source = prompt_source
@@ -99,21 +127,13 @@ class PromptAdaptiveUNet(nn.Module):
             return self.prompt_embeddings[code_index(code)]
         return self.code_mlp(code.float())
 
-    def forward_with_features(self, x: torch.Tensor, code: torch.Tensor | None = None):
-        """(segmentation, features); segmentation is a list (highest resolution first) with deep
-        supervision, else one tensor. ``code`` defaults to the one detected in ``x``."""
-        if code is None:
-            code = detect_modality_code(x)
-        skips, features = unet_features(self.encoder, self.decoder, x)
+    def predict(self, skips: list, features: list, code: torch.Tensor | None) -> list[torch.Tensor]:
+        """Eq. 6: prediction layers generated from Z_v ⊕ Z_t, applied to the used decoder stages."""
         z_v = skips[-1].float().mean(dim=tuple(range(2, skips[-1].ndim)))
         indicator = torch.cat((z_v, self.prompt_embedding(code).to(z_v.dtype)), dim=1)
         last = len(features) - 1
         used = list(range(len(features))) if self.decoder.deep_supervision else [last]
-        outputs = self.heads(indicator, [features[i] for i in used], used)[::-1]
-        return (outputs if self.decoder.deep_supervision else outputs[0]), skips + features
-
-    def forward(self, x: torch.Tensor, code: torch.Tensor | None = None):
-        return self.forward_with_features(x, code)[0]
+        return self.heads(indicator, [features[i] for i in used], used)[::-1]
 
 
 class DSMMNetwork(nn.Module):
@@ -125,7 +145,7 @@ class DSMMNetwork(nn.Module):
     ``(segmentation, student_features, x_full)``; one forward call keeps DDP correct.
     """
 
-    def __init__(self, student: PromptAdaptiveUNet, recovery: nn.Module):
+    def __init__(self, student: SegmentationUNet, recovery: nn.Module):
         super().__init__()
         self.student, self.recovery = student, recovery
         #: run M_rec in every training step, even when no sample misses a channel (DDP needs every
@@ -162,8 +182,9 @@ class DSMMNetwork(nn.Module):
 
 
 def build_dsmm_network(plans_manager, configuration_manager, num_input_channels: int, num_output_channels: int,
-                       enable_deep_supervision: bool, prompt_source: str, prompt_dim: int) -> DSMMNetwork:
-    """Student and M_rec with the plan's auto-configured U-Net topology."""
+                       enable_deep_supervision: bool, prompt_source: str | None, prompt_dim: int) -> DSMMNetwork:
+    """Student and M_rec with the plan's auto-configured U-Net topology; the student has prompt-guided
+    prediction layers (``prompt_source`` "text" or "binary") or, with None, the U-Net's own (no PGMA)."""
     def unet(outputs: int, deep_supervision: bool) -> nn.Module:
         return get_network_from_plans(configuration_manager.network_arch_class_name,
                                       configuration_manager.network_arch_init_kwargs,
@@ -171,6 +192,8 @@ def build_dsmm_network(plans_manager, configuration_manager, num_input_channels:
                                       num_input_channels, outputs, allow_init=True,
                                       deep_supervision=deep_supervision)
 
-    student = PromptAdaptiveUNet(unet(num_output_channels, enable_deep_supervision), num_input_channels,
-                                 num_output_channels, prompt_source, prompt_dim)
+    segmentation_unet = unet(num_output_channels, enable_deep_supervision)
+    student = SegmentationUNet(segmentation_unet if enable_deep_supervision else freeze_unused_heads(
+        segmentation_unet)) if prompt_source is None else PromptAdaptiveUNet(
+        segmentation_unet, num_input_channels, num_output_channels, prompt_source, prompt_dim)
     return DSMMNetwork(student, freeze_unused_heads(unet(num_input_channels, False)))

@@ -23,7 +23,7 @@ from tests.conftest import build_trainer as build
 
 TRAINERS = ["DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMPretrainNoDATrainer", "DSMMTrainer",
             "DSMMTrainerNoCTD", "DSMMTrainerFrozenRecovery", "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
-            "DSMMTrainerDetachedKD", "DSMMTrainerLowMemory"]
+            "DSMMTrainerDetachedKD", "DSMMTrainerLowMemory", "DSMMFinetuneDATrainer", "DSMMTrainerNoPGMA"]
 #: stage 2 draws random spatial masks per sample, so one process and two cannot draw the same ones
 RANDOM_PER_SAMPLE = {"DSMMPretrainTrainer", "DSMMPretrainNoDATrainer"}
 

@@ -239,7 +239,8 @@ def test_later_stages_say_which_checkpoint_of_each_earlier_stage_they_loaded(sta
         assert f"{role}" in log and f"loaded from {folder / 'fold_0' / 'checkpoint_final.pth'}" in log
 
 
-@pytest.mark.parametrize("trainer", ["DSMMPretrainNoDATrainer", "DSMMTrainerNoCTD", "DSMMTrainerFrozenRecovery",
+@pytest.mark.parametrize("trainer", ["DSMMPretrainNoDATrainer", "DSMMTrainerNoCTD", "DSMMFinetuneDATrainer",
+                                     "DSMMFinetuneMaskRecTrainer", "DSMMTrainerNoPGMA", "DSMMTrainerFrozenRecovery",
                                      "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
                                      "DSMMTrainerDetachedKD", "DSMMTrainerDiceCE", "DSMMTrainerDiceOnly",
                                      "DSMMTrainerLowMemory", "DSMMBaselineComputeMatchedTrainer"])

@@ -73,8 +73,9 @@ def test_table_3b_teacher_sees_the_available_real_modalities_and_m_rec_never_run
 
 
 @pytest.mark.parametrize("name, trains_recovery", [
-    ("DSMMTrainer", True), ("DSMMTrainerBinaryCode", True), ("DSMMTrainerLowMemory", True),
-    ("DSMMTrainerNoCTD", False), ("DSMMTrainerFrozenRecovery", False), ("DSMMTrainerAvailableKD", False)])
+    ("DSMMTrainer", True), ("DSMMTrainerNoPGMA", True), ("DSMMTrainerLowMemory", True),
+    ("DSMMTrainerNoCTD", False), ("DSMMTrainerBinaryCode", False), ("DSMMFinetuneDATrainer", False),
+    ("DSMMTrainerFrozenRecovery", False), ("DSMMTrainerAvailableKD", False)])
 def test_only_variants_that_refine_m_rec_train_it(name, trains_recovery, tmp_path):
     trainer = build_trainer(name, tmp_path)
     recovery = list(trainer.network.recovery.parameters())
@@ -130,3 +131,36 @@ def test_dsmm_seed_makes_the_initial_weights_of_a_training_reproducible(tmp_path
         weights[run] = build_trainer("DSMMTeacherTrainer", tmp_path / run).network.state_dict()
     assert all(torch.equal(v, weights["b"][k]) for k, v in weights["a"].items())
     assert not all(torch.equal(v, weights["c"][k]) for k, v in weights["a"].items())
+
+
+#: the paper's ablation rows: (PGMA prompt source or None, complete-then-distill, stage-2 trainer)
+ABLATION_ROWS = {
+    "DSMMFinetuneMaskRecTrainer": (None, False, "DSMMPretrainNoDATrainer"),  # Table 2 Mask-Rec
+    "DSMMFinetuneDATrainer": (None, False, "DSMMPretrainTrainer"),  # Table 2 + DA, Table 3 (a)
+    "DSMMTrainerNoCTD": ("text", False, "DSMMPretrainTrainer"),  # Table 2 + PGMA, Fig. 5 text
+    "DSMMTrainer": ("text", True, "DSMMPretrainTrainer"),  # Table 2 + CTD
+    "DSMMTrainerAvailableKD": (None, True, "DSMMPretrainTrainer"),  # Table 3 (b)
+    "DSMMTrainerFrozenRecovery": (None, True, "DSMMPretrainTrainer"),  # Table 3 (c)
+    "DSMMTrainerNoPGMA": (None, True, "DSMMPretrainTrainer"),  # Table 3 (d)
+    "DSMMTrainerBinaryCode": ("binary", False, "DSMMPretrainTrainer"),  # Fig. 5 binary code
+}
+
+
+@pytest.mark.parametrize("name", list(ABLATION_ROWS))
+def test_each_ablation_row_builds_its_network_and_chains_to_its_earlier_stages(name, tmp_path):
+    from nnunet_dsmm.network import PromptAdaptiveUNet
+    from nnunet_dsmm.trainers.stages import PRETRAINED
+
+    prompts, ctd, pretrain = ABLATION_ROWS[name]
+    trainer = build_trainer(name, tmp_path)
+    student = trainer.network.student
+    assert isinstance(student, PromptAdaptiveUNet) == (prompts is not None)
+    if prompts is None:
+        assert not hasattr(student, "heads") and len(student.decoder.seg_layers) == 2
+    else:
+        assert student.prompt_source == prompts
+    stages = type(trainer).earlier_stages()
+    assert stages[PRETRAINED].__name__ == pretrain and (TEACHER in stages) == ctd
+    output = trainer.train_step(batch(trainer))
+    refines = name not in ("DSMMTrainerAvailableKD", "DSMMTrainerFrozenRecovery")
+    assert set(output["terms"][0]) == ({"task", "kd"} | ({"mrec"} if refines else set()) if ctd else {"task"})

@@ -17,7 +17,7 @@ from nnunet_dsmm.modalities import channel_names, prompts_in_index_order
 from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, freeze_unused_heads
 from nnunet_dsmm.text_encoder import embed_prompts, embedding_dim
 from nnunet_dsmm.trainers.base import DSMMTrainerBase, StepBatch, StepResult
-from nnunet_dsmm.trainers.pretrain import DSMMPretrainTrainer
+from nnunet_dsmm.trainers.pretrain import DSMMPretrainNoDATrainer, DSMMPretrainTrainer
 from nnunet_dsmm.trainers.stages import PRETRAINED, TEACHER, backbone_state, check_same_backbone
 from nnunet_dsmm.trainers.teacher import DSMMTeacherTrainer
 
@@ -30,8 +30,9 @@ class DSMMTrainer(DSMMTrainerBase):
     beta: float = 0.1
     #: registered text encoder (nnunet_dsmm.text_encoder.TEXT_ENCODERS)
     text_encoder: str = "clip-vit-b-32"
-    #: "text": CLIP prompt embeddings; "binary": 2-layer MLP of the binary code (Fig. 5)
-    prompt_source: str = "text"
+    #: prompt-guided modality adaptation (Eq. 6) fed by "text" (CLIP prompt embeddings) or "binary" (a 2-layer
+    #: MLP of the binary code, Fig. 5); None: the U-Net's own prediction layers (the paper's rows without PGMA)
+    prompt_source: str | None = "text"
     #: complete-then-distill: a frozen stage-1 teacher distils into the student
     use_teacher: bool = True
     #: the teacher sees x̂_full completed by M_rec (False: only the available real channels, Table 3 b)
@@ -168,21 +169,49 @@ class DSMMTrainer(DSMMTrainerBase):
 
 
 class DSMMTrainerNoCTD(DSMMTrainer):
-    """Ablation (Table 2, "+ PGMA"): prompt-guided adaptation without complete-then-distill."""
+    """Ablation, Table 2 "+ PGMA" (and Fig. 5, text prompt): prompt-guided adaptation, no complete-then-distill."""
 
     use_teacher = False
 
 
-class DSMMTrainerFrozenRecovery(DSMMTrainer):
-    """Ablation (Table 3 c): complete-then-distill with a frozen M_rec (no L_Mrec)."""
+class DSMMFinetuneDATrainer(DSMMTrainerNoCTD):
+    """Ablation, Table 2 "+ DA" = Table 3 (a) = Fig. 5 baseline: fine-tuning after DA pre-training with
+    modality dropout, the U-Net's own prediction layers, no complete-then-distill."""
 
-    train_recovery = False
+    prompt_source = None
+
+
+class DSMMFinetuneMaskRecTrainer(DSMMFinetuneDATrainer):
+    """Ablation, Table 2 "Mask-Rec": as "+ DA", after pre-training without distribution approximation."""
+
+    pretrain_trainer = DSMMPretrainNoDATrainer
 
 
 class DSMMTrainerAvailableKD(DSMMTrainer):
-    """Ablation (Table 3 b): KD from a teacher that sees only the available real modalities."""
+    """Ablation, Table 3 (b): KD from a teacher that sees only the available real modalities, no PGMA."""
 
+    prompt_source = None
     complete_with_recovery = False
+
+
+class DSMMTrainerFrozenRecovery(DSMMTrainer):
+    """Ablation, Table 3 (c): complete-then-distill with a frozen M_rec (no L_Mrec), no PGMA."""
+
+    prompt_source = None
+    train_recovery = False
+
+
+class DSMMTrainerNoPGMA(DSMMTrainer):
+    """Ablation, Table 3 (d): complete-then-distill with a learnable M_rec, no PGMA."""
+
+    prompt_source = None
+
+
+class DSMMTrainerBinaryCode(DSMMTrainerNoCTD):
+    """Ablation, Fig. 5 (binary code): the hypernetwork is fed by the binary code through a 2-layer MLP
+    instead of the text prompt, no complete-then-distill."""
+
+    prompt_source = "binary"
 
 
 class DSMMTrainerDetachedKD(DSMMTrainer):
@@ -211,9 +240,3 @@ class DSMMTrainerLowMemory(DSMMTrainer):
     stage by stage in the backward pass (one more forward pass of each per step)."""
 
     checkpoint_activations = True
-
-
-class DSMMTrainerBinaryCode(DSMMTrainer):
-    """Ablation (Fig. 5): the hypernetwork is fed by the binary code through a 2-layer MLP, no text."""
-
-    prompt_source = "binary"
