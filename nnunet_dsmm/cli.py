@@ -1,5 +1,5 @@
 """The ``nnunet_dsmm`` command line: ``check``, ``synth``, ``convert-brats``, ``evaluate``, ``recover``,
-``demo`` and ``benchmark``."""
+``demo``, ``ablate`` and ``benchmark``."""
 
 from __future__ import annotations
 
@@ -89,6 +89,17 @@ def _cmd_demo(args) -> int:
     from nnunet_dsmm.demo import run_demo
 
     run_demo(args.output, args.device, args.budget, args.fm_ratio, args.seed, args.labels, args.seeds)
+    return 0
+
+
+def _cmd_ablate(args) -> int:
+    from nnunet_dsmm.ablation import run_ablation
+
+    tables = run_ablation(args.d, args.c, args.f, args.p, args.table, args.i, args.l, args.o, args.device, args.seeds,
+                          args.budget, use_mirroring=not args.disable_tta)
+    print("\n".join(tables.values()))
+    print(f"Tables: {os.path.join(args.o, 'ablation.md')}; all figures: {os.path.join(args.o, 'ablation.json')}"
+          + (f"; Fig. 5: {os.path.join(args.o, 'fig5.png')}" if "fig5" in tables else ""))
     return 0
 
 
@@ -225,6 +236,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--labels", choices=("regions", "plain"), default="regions",
                       help="the synthetic data's labels: BraTS regions (default) or three plain classes")
     demo.set_defaults(func=_cmd_demo)
+
+    ablate = sub.add_parser("ablate", help="train and evaluate the paper's ablation rows (Tables 2-3, Fig. 5) with "
+                                           "the stock commands and write the tables")
+    ablate.add_argument("-d", required=True, help="dataset ID or name (planned and preprocessed with DSMMPlanner)")
+    ablate.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
+    ablate.add_argument("-p", default="DSMMPlans", help="plans identifier (default DSMMPlans)")
+    ablate.add_argument("-f", default="0", help="fold (default 0)")
+    ablate.add_argument("--table", default="all", choices=("2", "3", "fig5", "all"),
+                        help="which ablation (default all)")
+    ablate.add_argument("-i", required=True, help="test images folder (nnU-Net raw naming, e.g. imagesTs)")
+    ablate.add_argument("-l", required=True, help="test labels folder (e.g. labelsTs)")
+    ablate.add_argument("-o", required=True, help="output folder: one nnUNet_results per seed, evaluation, tables; "
+                                                  "re-running keeps what is finished")
+    ablate.add_argument("-device", "--device", default="cuda", choices=("cpu", "cuda"), help="default cuda")
+    ablate.add_argument("--seeds", type=int, default=1, help="independent trainings of every row (default 1)")
+    ablate.add_argument("--budget", default="paper", choices=("paper", "gpu", "cpu", "smoke"),
+                        help="schedule of every stage: paper (default: 1000/600/1000 epochs), gpu, cpu (16/6/16 epochs "
+                             "of 12 iterations), smoke (tests; learns nothing)")
+    ablate.add_argument("--disable-tta", action="store_true", help="predict without mirroring")
+    ablate.set_defaults(func=_cmd_ablate)
 
     bench = sub.add_parser("benchmark", help="training-step time and memory, and prediction time, of the DSMM "
                                              "trainers next to stock nnU-Net on one plan and device")

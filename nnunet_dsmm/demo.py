@@ -17,13 +17,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.evaluation import seed_label
-from nnunet_dsmm.experiment import Training, results_root, run_logged, say, train_seed
+from nnunet_dsmm.experiment import SCHEDULES, Schedule, results_root, run_logged, say, train_seed, trainings_for
 from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
 
 DATASET_ID = 990
@@ -44,39 +44,29 @@ class DemoError(DSMMError, RuntimeError):
 
 @dataclass(frozen=True)
 class DemoBudget:
-    """Size of the synthetic data, the network and the three schedules."""
+    """Size of the synthetic data and the network, and the schedule (``experiment.SCHEDULES``)."""
 
     shape: int
     num_train: int
     num_test: int
     max_features: int
     mirroring: bool
-    teacher_epochs: int
-    pretrain_epochs: int
-    dsmm_epochs: int
-    iterations: int
-    val_iterations: int
+    schedule: Schedule
 
 
 BUDGETS = {
-    "cpu": DemoBudget(shape=40, num_train=24, num_test=10, max_features=64, mirroring=False, teacher_epochs=16,
-                      pretrain_epochs=6, dsmm_epochs=16, iterations=12, val_iterations=2),
+    "cpu": DemoBudget(shape=40, num_train=24, num_test=10, max_features=64, mirroring=False,
+                      schedule=SCHEDULES["cpu"]),
     #: the whole demo in a few minutes, for tests: nothing is learned
-    "smoke": DemoBudget(shape=32, num_train=8, num_test=6, max_features=32, mirroring=False, teacher_epochs=2,
-                        pretrain_epochs=1, dsmm_epochs=2, iterations=3, val_iterations=1),
-    "gpu": DemoBudget(shape=64, num_train=60, num_test=10, max_features=320, mirroring=True, teacher_epochs=100,
-                      pretrain_epochs=50, dsmm_epochs=100, iterations=100, val_iterations=10),
+    "smoke": DemoBudget(shape=32, num_train=8, num_test=6, max_features=32, mirroring=False,
+                        schedule=SCHEDULES["smoke"]),
+    "gpu": DemoBudget(shape=64, num_train=60, num_test=10, max_features=320, mirroring=True,
+                      schedule=SCHEDULES["gpu"]),
 }
 
 
 def _say(message: str) -> None:
     say(message, "nnunet_dsmm demo")
-
-
-def demo_trainings(budget: DemoBudget) -> list[Training]:
-    """Stage 1 (also the baseline), stage 2, stage 3, and the baseline trained as long as stages 2 + 3."""
-    return [Training(BASELINE, budget.teacher_epochs), Training("DSMMPretrainTrainer", budget.pretrain_epochs),
-            Training(DSMM, budget.dsmm_epochs), Training(MATCHED_BASELINE, budget.pretrain_epochs + budget.dsmm_epochs)]
 
 
 def add_demo_configuration(plans_file: str, max_features: int) -> None:
@@ -146,8 +136,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     for path in (*folders.values(), logs, figures):
         os.makedirs(path, exist_ok=True)
     env = {**os.environ, **folders, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": os.environ.get(
-        "nnUNet_n_proc_DA", "1" if device == "cpu" else "8"), "DSMM_NUM_ITERATIONS_PER_EPOCH": str(budget.iterations),
-        "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": str(budget.val_iterations)}
+        "nnUNet_n_proc_DA", "1" if device == "cpu" else "8"), **budget.schedule.environment()}
     if "DSMM_TEXT_ENCODER" not in os.environ and "DSMM_CLIP_PRETRAINED" not in os.environ:
         env["DSMM_TEXT_ENCODER"] = "untrained"
         _say("OFFLINE: no CLIP weights configured, so the text encoder is an UNTRAINED open_clip tower "
@@ -179,10 +168,12 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     add_demo_configuration(os.path.join(folders["nnUNet_preprocessed"], DATASET_NAME, "DSMMPlans.json"),
                            budget.max_features)
     models = [BASELINE, MATCHED_BASELINE, DSMM]
+    # stage 1 (also the baseline), stage 2, stage 3, and the baseline trained as long as stages 2 + 3
+    trainings = trainings_for(models, budget.schedule)
     for k in range(seeds):
         t = time.time()
-        trained = train_seed(demo_trainings(budget), DATASET_NAME, CONFIGURATION, 0, "DSMMPlans", device, env,
-                             out_dir, k, logs, _say)
+        trained = train_seed(trainings, DATASET_NAME, CONFIGURATION, 0, "DSMMPlans", device, env, out_dir, k, logs,
+                             _say)
         timings.update({f"seed {k}: {trainer}": value for trainer, value in trained.items()})
         timings[f"train seed {k}"] = round(time.time() - t, 1)
     for trainer in models + ["DSMMPretrainTrainer"]:
@@ -218,7 +209,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     timings["total"] = round(time.time() - start, 1)
     means = {m: float(np.mean([summary["results"][m][r]["avg"]["dsc"] for r in summary["regions"]]))
              for m in summary["models"]}
-    report = {"device": device, "budget": budget.__dict__, "fm_ratio": fm_ratio, "seed": seed, "labels": labels,
+    report = {"device": device, "budget": asdict(budget), "fm_ratio": fm_ratio, "seed": seed, "labels": labels,
               "seeds": seeds, "timings_s": timings, "mean_dsc_over_regions_and_combinations": means,
               "mean_dsc_std_over_seeds": {m: float(np.mean([summary["results"][m][r]["avg"]["dsc_std"]
                                                            for r in summary["regions"]])) for m in summary["models"]},

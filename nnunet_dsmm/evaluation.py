@@ -195,14 +195,31 @@ def _mean_and_std(values: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def per_case_dsc(rows: Sequence[dict], model: str, region: str) -> dict[str, float]:
+    """Case -> DSC of ``model`` on ``region`` averaged over combinations and independent trainings."""
+    selected = [r for r in rows if r["model"] == model and r["region"] == region]
+    return {c: float(np.mean([float(r["dsc"]) for r in selected if r["case"] == c]))
+            for c in sorted({r["case"] for r in selected})}
+
+
+def paired_wilcoxon(rows: Sequence[dict], model: str, other: str, region: str) -> dict:
+    """Paired Wilcoxon signed-rank test over cases of ``model`` against ``other`` on ``region`` (each
+    case's DSC averaged over combinations and trainings): p, number of cases, mean difference."""
+    from scipy.stats import wilcoxon
+
+    ours, theirs = per_case_dsc(rows, model, region), per_case_dsc(rows, other, region)
+    common = sorted(set(ours) & set(theirs))
+    differences = [ours[c] - theirs[c] for c in common]
+    p = float(wilcoxon(differences).pvalue) if any(d != 0 for d in differences) else 1.0
+    return {"p": p, "n_cases": len(common), "mean_difference": float(np.mean(differences))}
+
+
 def summarise(rows: list[dict], dataset_json: dict, reference_model: str | None = None) -> dict:
     """Per model, region and combination (and ``avg``, the mean over combinations): DSC and HD95 as the
     mean over cases of each independent training (``seed`` of the rows), then mean and standard deviation
     over the trainings (``dsc_std``, ``hd95_std``; 0 with one). Paired Wilcoxon signed-rank tests of every
     model against ``reference_model`` (default: the last model) over cases, on each case's DSC averaged
     over combinations and trainings."""
-    from scipy.stats import wilcoxon
-
     names = channel_names(dataset_json)
     codes = [code_string(c) for c in all_combinations(len(names))]
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -211,7 +228,6 @@ def summarise(rows: list[dict], dataset_json: dict, reference_model: str | None 
     reference_model = reference_model or models[-1]
     summary = {"channels": names, "combinations": codes, "models": models, "regions": regions, "seeds": seeds,
                "reference_model": reference_model, "results": {}}
-    per_case: dict[tuple, dict[str, float]] = {}
     for model in models:
         summary["results"][model] = {}
         for region in regions:
@@ -240,21 +256,8 @@ def summarise(rows: list[dict], dataset_json: dict, reference_model: str | None 
             entry["avg"] = {"dsc": dsc, "dsc_std": dsc_std, "hd95": hd95, "hd95_std": hd95_std,
                             "trainings": len(averages)}
             summary["results"][model][region] = entry
-            cases = sorted({r["case"] for r in selected})
-            per_case[(model, region)] = {c: float(np.mean([r["dsc"] for r in selected if r["case"] == c]))
-                                         for c in cases}
-    summary["wilcoxon"] = {}
-    for model in models:
-        if model == reference_model:
-            continue
-        summary["wilcoxon"][model] = {}
-        for region in regions:
-            ours, theirs = per_case[(reference_model, region)], per_case[(model, region)]
-            common = sorted(set(ours) & set(theirs))
-            differences = [ours[c] - theirs[c] for c in common]
-            p = float(wilcoxon(differences).pvalue) if any(d != 0 for d in differences) else 1.0
-            summary["wilcoxon"][model][region] = {"p": p, "n_cases": len(common),
-                                                  "mean_difference": float(np.mean(differences))}
+    summary["wilcoxon"] = {model: {region: paired_wilcoxon(rows, reference_model, model, region)
+                                   for region in regions} for model in models if model != reference_model}
     return summary
 
 

@@ -34,6 +34,66 @@ class Training:
     epochs: int
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs of each stage and the iterations of every epoch (``DSMM_NUM_*``)."""
+
+    stage1_epochs: int
+    pretrain_epochs: int
+    finetune_epochs: int
+    iterations: int
+    val_iterations: int
+
+    def environment(self) -> dict[str, str]:
+        return {"DSMM_NUM_ITERATIONS_PER_EPOCH": str(self.iterations),
+                "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": str(self.val_iterations)}
+
+
+#: named schedules: the paper's, and shorter ones for a GPU demo, a 2-core CPU and tests (smoke learns nothing)
+SCHEDULES = {
+    "paper": Schedule(1000, 600, 1000, 250, 50),
+    "gpu": Schedule(100, 50, 100, 100, 10),
+    "cpu": Schedule(16, 6, 16, 12, 2),
+    "smoke": Schedule(2, 1, 2, 3, 1),
+}
+
+
+def stage_epochs(trainer: type, schedule: Schedule) -> int:
+    """Epochs of a DSMM trainer under ``schedule``: stage 2 trainers get the pre-training epochs, trainers
+    that start from stage 2 the fine-tuning epochs, the compute-matched baseline both, the rest stage 1's."""
+    from nnunet_dsmm.trainers.pretrain import DSMMPretrainTrainer
+    from nnunet_dsmm.trainers.stages import PRETRAINED
+    from nnunet_dsmm.trainers.teacher import DSMMBaselineComputeMatchedTrainer
+
+    if issubclass(trainer, DSMMBaselineComputeMatchedTrainer):
+        return schedule.pretrain_epochs + schedule.finetune_epochs
+    if issubclass(trainer, DSMMPretrainTrainer):
+        return schedule.pretrain_epochs
+    if PRETRAINED in trainer.earlier_stages():
+        return schedule.finetune_epochs
+    return schedule.stage1_epochs
+
+
+def trainings_for(trainers: Sequence[str], schedule: Schedule) -> list[Training]:
+    """``trainers`` and every earlier stage they build on, each once, earlier stages first, with their
+    epochs under ``schedule``."""
+    from nnunet_dsmm.discovery import find_registered_class
+
+    ordered: dict[str, Training] = {}
+
+    def add(trainer: type) -> None:
+        for stage in trainer.earlier_stages().values():
+            add(stage)
+        ordered.setdefault(trainer.__name__, Training(trainer.__name__, stage_epochs(trainer, schedule)))
+
+    for name in trainers:
+        trainer = find_registered_class(name)
+        if trainer is None:
+            raise ExperimentError(f"nnunet-dsmm: {name} is not a registered DSMM trainer")
+        add(trainer)
+    return list(ordered.values())
+
+
 def results_root(out_dir: str, seed: int) -> str:
     """The ``nnUNet_results`` folder of the ``seed``-th independent training: ``OUT/nnUNet_results`` for
     seed 0 (the stock layout), ``OUT/nnUNet_results_seed<k>`` for the others."""

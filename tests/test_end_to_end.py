@@ -354,3 +354,44 @@ def test_benchmark_on_the_preprocessed_dataset_with_nnunet_batches(planned, tmp_
     assert all(len(entry["step_ms"]) == 1 for entry in report["training"].values())
     after = sorted(p.name for p in (root / "results").rglob("*")) if (root / "results").exists() else []
     assert after == before, "the benchmark wrote into nnUNet_results"
+
+
+def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(planned, tmp_path):
+    _, folder, _, env = planned
+    out = tmp_path / "ablation"
+    command = ["nnunet_dsmm", "ablate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "--table", "all",
+               "-i", str(folder / "imagesTs"), "-l", str(folder / "labelsTs"), "-o", str(out), "-device", "cpu",
+               "--budget", "smoke", "--disable-tta"]
+    first = run_cmd(command, env, timeout=1800)
+    models = out / "nnUNet_results" / f"Dataset{DATASET_ID}_Synth"
+    epochs = {m.name.split("__")[0]: json.loads((m / "fold_0" / "dsmm_schedule.json").read_text())["num_epochs"]
+              for m in models.iterdir()}
+    # every row, the earlier stages it chains to (Mask-Rec: stage 2 without DA), and the two baselines
+    assert epochs == {"DSMMTeacherTrainer": 2, "DSMMPretrainTrainer": 1, "DSMMPretrainNoDATrainer": 1,
+                      "DSMMFinetuneMaskRecTrainer": 2, "DSMMFinetuneDATrainer": 2, "DSMMTrainerNoCTD": 2,
+                      "DSMMTrainer": 2, "DSMMTrainerAvailableKD": 2, "DSMMTrainerFrozenRecovery": 2,
+                      "DSMMTrainerNoPGMA": 2, "DSMMTrainerBinaryCode": 2, "DSMMBaselineComputeMatchedTrainer": 3}
+    mask_rec_log = next((models / "DSMMFinetuneMaskRecTrainer__DSMMPlans__3d_fullres" / "fold_0").glob(
+        "training_log_*.txt")).read_text()
+    assert "DSMMPretrainNoDATrainer" in mask_rec_log and "loaded from" in mask_rec_log
+    document = (out / "ablation.md").read_text()
+    for title in ("Table 2", "Table 3", "Fig. 5", "Baselines"):
+        assert f"**{title}" in document
+    table2 = document.split("**Table 2")[1].split("**Table 3")[0]
+    labels = [line.split("|")[1].strip() for line in table2.splitlines() if line.startswith("| ")][1:]
+    assert labels == ["Mask-Rec", "+ DA", "+ PGMA", "+ CTD"]
+    assert "| (d) | `DSMMTrainerNoPGMA` | ✓ | ✓ | ✓ |" in document
+    assert (out / "fig5.png").stat().st_size > 1000
+    assert "Fig. 5" in first.stdout
+    again = run_cmd(command, env, timeout=1800)
+    assert again.stdout.count("already trained, kept") == len(epochs)
+
+
+def test_ablate_names_the_log_of_a_failing_training(planned, tmp_path):
+    _, folder, _, env = planned
+    result = run_cmd(["nnunet_dsmm", "ablate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-p", "NoSuchPlans",
+                      "--table", "3", "-i", str(folder / "imagesTs"), "-l", str(folder / "labelsTs"),
+                      "-o", str(tmp_path / "out"), "-device", "cpu", "--budget", "smoke"], env, check=False)
+    log = tmp_path / "out" / "logs" / "seed0_DSMMTeacherTrainer.log"
+    assert result.returncode == 2 and str(log) in result.stderr and log.is_file()
+    assert "Traceback" not in result.stderr
