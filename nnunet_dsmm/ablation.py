@@ -63,7 +63,7 @@ TABLES = {
         AblationRow("text prompt (CLIP)", "DSMMTrainerNoCTD"))),
 }
 #: compared with the full model in every run: the plain baseline and the baseline given stages 2 + 3's epochs
-BASELINES = (AblationRow("nnU-Net + modality dropout", "DSMMTeacherTrainer"),
+BASELINES = (AblationRow("nnU-Net + modality dropout", "DSMMBaselineTrainer"),
              AblationRow("same, compute-matched (epochs of stages 2 + 3)", "DSMMBaselineComputeMatchedTrainer"),
              AblationRow("DSMMTrainer (full model)", "DSMMTrainer"))
 

@@ -35,7 +35,7 @@ REGION_COLOURS = {"whole tumor": (0.9, 0.1, 0.1), "tumor core": (0.1, 0.8, 0.1),
 
 
 #: the models the demo compares, in the order of its tables (the last is the reference of the tests)
-BASELINE, MATCHED_BASELINE, DSMM = "DSMMTeacherTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTrainer"
+BASELINE, MATCHED_BASELINE, DSMM = "DSMMBaselineTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTrainer"
 
 
 class DemoError(DSMMError, RuntimeError):
@@ -168,7 +168,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     add_demo_configuration(os.path.join(folders["nnUNet_preprocessed"], DATASET_NAME, "DSMMPlans.json"),
                            budget.max_features)
     models = [BASELINE, MATCHED_BASELINE, DSMM]
-    # stage 1 (also the baseline), stage 2, stage 3, and the baseline trained as long as stages 2 + 3
+    # the baseline, the same trained as long as stages 2 + 3, and stages 1 (f/T), 2 and 3
     trainings = trainings_for(models, budget.schedule)
     for k in range(seeds):
         t = time.time()
@@ -176,7 +176,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
                              _say)
         timings.update({f"seed {k}: {trainer}": value for trainer, value in trained.items()})
         timings[f"train seed {k}"] = round(time.time() - t, 1)
-    for trainer in models + ["DSMMPretrainTrainer"]:
+    for trainer in models + ["DSMMTeacherTrainer", "DSMMPretrainTrainer"]:
         curves = os.path.join(folders["nnUNet_results"], DATASET_NAME, f"{trainer}__DSMMPlans__{CONFIGURATION}",
                               "fold_0", "progress.png")
         shutil.copy(curves, os.path.join(figures, f"training_curves_{trainer}.png"))

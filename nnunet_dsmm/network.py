@@ -48,10 +48,28 @@ def unet_features(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, check
     return skips, features
 
 
+def complete_code(x: torch.Tensor) -> torch.Tensor:
+    """The (B, M) code of full-modal input: every channel present."""
+    return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+
+
+class FullModalPrediction(nn.Module):
+    """A segmentation network's output for full-modal input (φθ's reconstruction in Eq. 3): a
+    prompt-adaptive network gets the all-modalities code, a plain U-Net just the input."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor):
+        return self.network(x, complete_code(x)) if isinstance(self.network, SegmentationUNet) else self.network(x)
+
+
 class TeacherOutputs(nn.Module):
-    """What the frozen teacher T gives complete-then-distill: its multi-scale features (Eq. 4) and,
-    when ``with_prediction``, its full-resolution logits for L_Mrec (Eq. 5), in one forward pass.
-    ``checkpoint_stages`` trades one more forward pass for T's inner activations when a graph is built."""
+    """What the frozen teacher T gives complete-then-distill on the completed x̂_full: its multi-scale
+    features (Eq. 4) and, when ``with_prediction``, its full-resolution logits for L_Mrec (Eq. 5), in
+    one forward pass; a prompt-adaptive T predicts with the all-modalities code. ``checkpoint_stages``
+    trades one more forward pass for T's inner activations when a graph is built."""
 
     def __init__(self, unet: nn.Module, with_prediction: bool, checkpoint_stages: bool = False):
         super().__init__()
@@ -60,7 +78,10 @@ class TeacherOutputs(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[list, torch.Tensor | None]:
         skips, features = unet_features(self.unet.encoder, self.unet.decoder, x,
                                         self.checkpoint_stages and torch.is_grad_enabled() and x.requires_grad)
-        logits = self.unet.decoder.seg_layers[-1](features[-1]) if self.with_prediction else None
+        logits = None
+        if self.with_prediction:
+            logits = self.unet.predict(skips, features, complete_code(x))[0] \
+                if isinstance(self.unet, SegmentationUNet) else self.unet.decoder.seg_layers[-1](features[-1])
         return skips + features, logits
 
 
@@ -181,19 +202,29 @@ class DSMMNetwork(nn.Module):
         return segmentation, features, self.complete(real, available)
 
 
-def build_dsmm_network(plans_manager, configuration_manager, num_input_channels: int, num_output_channels: int,
-                       enable_deep_supervision: bool, prompt_source: str | None, prompt_dim: int) -> DSMMNetwork:
-    """Student and M_rec with the plan's auto-configured U-Net topology; the student has prompt-guided
-    prediction layers (``prompt_source`` "text" or "binary") or, with None, the U-Net's own (no PGMA)."""
-    def unet(outputs: int, deep_supervision: bool) -> nn.Module:
-        return get_network_from_plans(configuration_manager.network_arch_class_name,
-                                      configuration_manager.network_arch_init_kwargs,
-                                      configuration_manager.network_arch_init_kwargs_req_import,
-                                      num_input_channels, outputs, allow_init=True,
-                                      deep_supervision=deep_supervision)
+def plan_unet(configuration_manager, num_input_channels: int, num_outputs: int, deep_supervision: bool) -> nn.Module:
+    """The plan's auto-configured U-Net, as nnU-Net builds it."""
+    return get_network_from_plans(configuration_manager.network_arch_class_name,
+                                  configuration_manager.network_arch_init_kwargs,
+                                  configuration_manager.network_arch_init_kwargs_req_import,
+                                  num_input_channels, num_outputs, allow_init=True, deep_supervision=deep_supervision)
 
-    segmentation_unet = unet(num_output_channels, enable_deep_supervision)
-    student = SegmentationUNet(segmentation_unet if enable_deep_supervision else freeze_unused_heads(
-        segmentation_unet)) if prompt_source is None else PromptAdaptiveUNet(
-        segmentation_unet, num_input_channels, num_output_channels, prompt_source, prompt_dim)
-    return DSMMNetwork(student, freeze_unused_heads(unet(num_input_channels, False)))
+
+def build_segmentation_network(configuration_manager, num_input_channels: int, num_output_channels: int,
+                               enable_deep_supervision: bool, prompt_source: str | None,
+                               prompt_dim: int) -> SegmentationUNet:
+    """The plan's U-Net with prompt-guided prediction layers (``prompt_source`` "text" or "binary") or,
+    with None, its own (no PGMA)."""
+    unet = plan_unet(configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision)
+    if prompt_source is None:
+        return SegmentationUNet(unet if enable_deep_supervision else freeze_unused_heads(unet))
+    return PromptAdaptiveUNet(unet, num_input_channels, num_output_channels, prompt_source, prompt_dim)
+
+
+def build_dsmm_network(configuration_manager, num_input_channels: int, num_output_channels: int,
+                       enable_deep_supervision: bool, prompt_source: str | None, prompt_dim: int) -> DSMMNetwork:
+    """Student (``build_segmentation_network``) and M_rec with the plan's auto-configured U-Net topology."""
+    student = build_segmentation_network(configuration_manager, num_input_channels, num_output_channels,
+                                         enable_deep_supervision, prompt_source, prompt_dim)
+    return DSMMNetwork(student, freeze_unused_heads(plan_unet(configuration_manager, num_input_channels,
+                                                              num_input_channels, False)))

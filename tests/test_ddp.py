@@ -21,7 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 from nnunet_dsmm.benchmark.batches import batch_for, synthetic_batches
 from tests.conftest import build_trainer as build
 
-TRAINERS = ["DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMPretrainNoDATrainer", "DSMMTrainer",
+TRAINERS = ["DSMMBaselineTrainer", "DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMPretrainNoDATrainer",
+            "DSMMTrainer",
             "DSMMTrainerNoCTD", "DSMMTrainerFrozenRecovery", "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
             "DSMMTrainerDetachedKD", "DSMMTrainerLowMemory", "DSMMFinetuneDATrainer", "DSMMTrainerNoPGMA"]
 #: stage 2 draws random spatial masks per sample, so one process and two cannot draw the same ones

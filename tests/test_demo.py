@@ -55,7 +55,7 @@ def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tm
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     assert summary["seeds"] == ["seed_0", "seed_1"]
-    assert summary["models"] == ["DSMMTeacherTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTrainer"]
+    assert summary["models"] == ["DSMMBaselineTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTrainer"]
     assert summary["regions"] == ["oedema", "necrosis", "enhancing tumor"]
     assert " ± " in (out / "evaluation" / "summary.md").read_text()
     for seed, root in enumerate(("nnUNet_results", "nnUNet_results_seed1")):
@@ -63,8 +63,8 @@ def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tm
         epochs = {m.name.split("__")[0]: json.loads((m / "fold_0" / "dsmm_schedule.json").read_text())["num_epochs"]
                   for m in models.iterdir()}
         # smoke budget: stage 1 2 epochs, stage 2 1, stage 3 2; the matched baseline gets stages 2 + 3
-        assert epochs == {"DSMMTeacherTrainer": 2, "DSMMPretrainTrainer": 1, "DSMMTrainer": 2,
-                          "DSMMBaselineComputeMatchedTrainer": 3}
+        assert epochs == {"DSMMBaselineTrainer": 2, "DSMMTeacherTrainer": 2, "DSMMPretrainTrainer": 1,
+                          "DSMMTrainer": 2, "DSMMBaselineComputeMatchedTrainer": 3}
         log = next((models / "DSMMTrainer__DSMMPlans__3d_demo" / "fold_0").glob("training_log_*.txt")).read_text()
         assert f"DSMM_SEED={seed}" in log and "L_task = Dice + CE/BCE (task_loss='auto', plain labels)" in log
     report = json.loads((out / "demo_report.json").read_text())

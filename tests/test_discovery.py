@@ -23,6 +23,7 @@ OUR_CLASSES = {
     "DSMMPlannerResEncXL": ("experiment_planning", "nnunet_dsmm.planners.planner"),
     "DSMMPreprocessor": ("preprocessing", "nnunet_dsmm.planners.preprocessor"),
     "DSMMTeacherTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),
+    "DSMMBaselineTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),
     "DSMMPretrainTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.pretrain"),
     "DSMMPretrainNoDATrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.pretrain"),
     "DSMMTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),

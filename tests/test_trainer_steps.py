@@ -105,7 +105,7 @@ def test_alpha_steers_m_rec_when_kd_reaches_it_through_the_teacher(name, alpha_m
     assert (cosine < 0.999) == alpha_matters, cosine
 
 
-@pytest.mark.parametrize("name", ["DSMMTeacherTrainer", "DSMMTrainer"])
+@pytest.mark.parametrize("name", ["DSMMBaselineTrainer", "DSMMTeacherTrainer", "DSMMTrainer"])
 @pytest.mark.parametrize("under_dropout", [True, False])
 def test_validation_sees_modality_dropped_inputs_so_that_checkpoint_best_reflects_missing_modalities(
         name, under_dropout, tmp_path):
@@ -164,3 +164,38 @@ def test_each_ablation_row_builds_its_network_and_chains_to_its_earlier_stages(n
     output = trainer.train_step(batch(trainer))
     refines = name not in ("DSMMTrainerAvailableKD", "DSMMTrainerFrozenRecovery")
     assert set(output["terms"][0]) == ({"task", "kd"} | ({"mrec"} if refines else set()) if ctd else {"task"})
+
+
+def record_codes(network) -> list:
+    """The codes a prompt-adaptive network's hypernetwork is given, call by call."""
+    codes, original = [], network.prompt_embedding
+    network.prompt_embedding = lambda code: codes.append(code.clone()) or original(code)
+    return codes
+
+
+def test_the_stage_1_teacher_adapts_to_the_prompt_of_the_code_after_modality_dropout(tmp_path):
+    from nnunet_dsmm.network import PromptAdaptiveUNet
+
+    trainer = build_trainer("DSMMTeacherTrainer", tmp_path)
+    assert isinstance(trainer.network, PromptAdaptiveUNet) and trainer.network.prompt_source == "text"
+    assert trainer.network.prompt_embeddings.abs().sum() > 0  # the prompts were embedded in initialize
+    codes = record_codes(trainer.network)
+    torch.manual_seed(0)
+    inputs = []
+    trainer.network.encoder.stages[0].register_forward_pre_hook(lambda m, i: inputs.append(i[0]))
+    for _ in range(6):
+        trainer.train_step(batch(trainer))
+    available = torch.tensor([MISSING[i % 2] for i in range(trainer.batch_size)])
+    for code, x in zip(codes, inputs):
+        present = x.flatten(2).abs().sum(2) > 0
+        assert torch.equal(code, present) and not (code & ~available).any()  # dropped channels are off
+    assert any(not torch.equal(code, available) for code in codes)  # MDrop changed some codes
+
+
+@pytest.mark.parametrize("name", ["DSMMPretrainTrainer", "DSMMTrainer"])
+def test_f_and_t_get_the_all_modalities_code_for_full_modal_input(name, tmp_path):
+    trainer = build_trainer(name, tmp_path)
+    teacher = trainer.stage_networks[TEACHER]
+    codes = record_codes(teacher)
+    trainer.train_step(batch(trainer))
+    assert codes and all(bool(code.all()) for code in codes)

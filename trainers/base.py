@@ -27,7 +27,9 @@ from torch import distributed as dist
 
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.masking import apply_channel_mask, modality_dropout
+from nnunet_dsmm.modalities import channel_names, prompts_in_index_order
 from nnunet_dsmm.raw_data import available_channels, num_channels
+from nnunet_dsmm.text_encoder import embed_prompts
 from nnunet_dsmm.trainers.stages import load_earlier_stages
 
 SCHEDULE_VARIABLES = {
@@ -117,6 +119,11 @@ class DSMMTrainerBase(nnUNetTrainer):
     validate_under_modality_dropout: bool = True
     #: the loss terms ``compute_loss`` returns, as the training log explains them
     loss_terms: dict[str, str] = {"seg": "nnU-Net's loss of the network's segmentation"}
+    #: prompt-guided modality adaptation (Eq. 6) of the segmentation network this stage trains, fed by "text"
+    #: (CLIP prompt embeddings) or "binary" (a 2-layer MLP of the binary code, Fig. 5); None: a plain U-Net
+    prompt_source: str | None = None
+    #: registered text encoder of the prompts (nnunet_dsmm.text_encoder.TEXT_ENCODERS)
+    text_encoder: str = "clip-vit-b-32"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -148,9 +155,24 @@ class DSMMTrainerBase(nnUNetTrainer):
         """The stages this trainer builds on: ``trainers.stages`` role -> trainer class of that stage."""
         return {}
 
+    @property
+    def network_module(self) -> torch.nn.Module:
+        """The trained network without nnU-Net's DDP and torch.compile wrappers."""
+        module = self.network.module if self.is_ddp else self.network
+        return getattr(module, "_orig_mod", module)
+
+    def prompt_adaptive_network(self) -> torch.nn.Module:
+        """The network whose prediction layers the prompts drive (``prompt_source`` is not None)."""
+        return self.network_module
+
     def initialize(self):
         super().initialize()
         self.stage_networks = load_earlier_stages(self)
+        if self.prompt_source == "text":
+            prompts = prompts_in_index_order(channel_names(self.dataset_json))
+            self.print_to_log_file(f"nnunet-dsmm: embedding {len(prompts)} prompts, e.g. {prompts[-1]!r}")
+            self.prompt_adaptive_network().prompt_embeddings.copy_(
+                embed_prompts(prompts, self.text_encoder, self.print_to_log_file))
 
     def _set_batch_size_and_oversample(self):
         """The paper's batch size on one GPU. nnU-Net forces the last round(B * 0.33) samples of a batch
@@ -217,8 +239,10 @@ class DSMMTrainerBase(nnUNetTrainer):
         return apply_channel_mask(step.data, keep), keep
 
     def compute_loss(self, step: StepBatch) -> StepResult:
-        """The hook of each stage. Here: nnU-Net's loss of the network's segmentation of its input."""
-        output = self.network(self.segmentation_input(step)[0])
+        """The hook of each stage. Here: nnU-Net's loss of the network's segmentation of its input (a
+        prompt-adaptive network also gets the input's code, after modality dropout)."""
+        data, keep = self.segmentation_input(step)
+        output = self.network(data) if self.prompt_source is None else self.network(data, keep)
         return StepResult({"seg": self.loss(output, step.target)}, output)
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

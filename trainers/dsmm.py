@@ -13,13 +13,12 @@ from nnunetv2.utilities.helpers import softmax_helper_dim1
 
 from nnunet_dsmm.losses import distillation_loss_eq4
 from nnunet_dsmm.masking import apply_channel_mask
-from nnunet_dsmm.modalities import channel_names, prompts_in_index_order
 from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, freeze_unused_heads
-from nnunet_dsmm.text_encoder import embed_prompts, embedding_dim
+from nnunet_dsmm.text_encoder import embedding_dim
 from nnunet_dsmm.trainers.base import DSMMTrainerBase, StepBatch, StepResult
 from nnunet_dsmm.trainers.pretrain import DSMMPretrainNoDATrainer, DSMMPretrainTrainer
 from nnunet_dsmm.trainers.stages import PRETRAINED, TEACHER, backbone_state, check_same_backbone
-from nnunet_dsmm.trainers.teacher import DSMMTeacherTrainer
+from nnunet_dsmm.trainers.teacher import DSMMBaselineTrainer, DSMMTeacherTrainer
 
 
 class DSMMTrainer(DSMMTrainerBase):
@@ -28,10 +27,7 @@ class DSMMTrainer(DSMMTrainerBase):
     paper_batch_size = 1
     alpha: float = 1.0
     beta: float = 0.1
-    #: registered text encoder (nnunet_dsmm.text_encoder.TEXT_ENCODERS)
-    text_encoder: str = "clip-vit-b-32"
-    #: prompt-guided modality adaptation (Eq. 6) fed by "text" (CLIP prompt embeddings) or "binary" (a 2-layer
-    #: MLP of the binary code, Fig. 5); None: the U-Net's own prediction layers (the paper's rows without PGMA)
+    #: the student's PGMA (see DSMMTrainerBase); None: the U-Net's own prediction layers (rows without PGMA)
     prompt_source: str | None = "text"
     #: complete-then-distill: a frozen stage-1 teacher distils into the student
     use_teacher: bool = True
@@ -69,15 +65,13 @@ class DSMMTrainer(DSMMTrainerBase):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
                                    num_output_channels, enable_deep_supervision: bool = True) -> torch.nn.Module:
         """Student + M_rec; M_rec is frozen here (before any DDP wrapping) when the variant does not refine it."""
-        network = build_dsmm_network(plans_manager, configuration_manager, num_input_channels, num_output_channels,
+        network = build_dsmm_network(configuration_manager, num_input_channels, num_output_channels,
                                      enable_deep_supervision, cls.prompt_source, embedding_dim(cls.text_encoder))
         freeze_unused_heads(network.recovery.requires_grad_(cls.refines_recovery()))
         return network
 
-    @property
-    def network_module(self):
-        module = self.network.module if self.is_ddp else self.network
-        return getattr(module, "_orig_mod", module)
+    def prompt_adaptive_network(self) -> torch.nn.Module:
+        return self.network_module.student
 
     def initialize(self):
         super().initialize()
@@ -94,10 +88,6 @@ class DSMMTrainer(DSMMTrainerBase):
             if self._do_i_compile():  # as nnU-Net compiles the trained network
                 self.teacher_outputs = torch.compile(self.teacher_outputs)
         self.teacher_loss = self.segmentation_loss()
-        if self.prompt_source == "text":
-            prompts = prompts_in_index_order(channel_names(self.dataset_json))
-            self.print_to_log_file(f"nnunet-dsmm: embedding {len(prompts)} prompts, e.g. {prompts[-1]!r}")
-            net.student.prompt_embeddings.copy_(embed_prompts(prompts, self.text_encoder, self.print_to_log_file))
 
     def segmentation_loss(self) -> torch.nn.Module:
         """nnU-Net's Dice + CE (Dice + BCE for regions) at full resolution: L_seg of Eq. 5."""
@@ -187,24 +177,24 @@ class DSMMFinetuneMaskRecTrainer(DSMMFinetuneDATrainer):
     pretrain_trainer = DSMMPretrainNoDATrainer
 
 
-class DSMMTrainerAvailableKD(DSMMTrainer):
-    """Ablation, Table 3 (b): KD from a teacher that sees only the available real modalities, no PGMA."""
+class DSMMTrainerNoPGMA(DSMMTrainer):
+    """Ablation, Table 3 (d): complete-then-distill with a learnable M_rec, no PGMA in student or teacher
+    (T is the plain baseline, ``DSMMBaselineTrainer``)."""
 
     prompt_source = None
+    teacher_trainer = DSMMBaselineTrainer
+
+
+class DSMMTrainerAvailableKD(DSMMTrainerNoPGMA):
+    """Ablation, Table 3 (b): KD from a teacher that sees only the available real modalities, no PGMA."""
+
     complete_with_recovery = False
 
 
-class DSMMTrainerFrozenRecovery(DSMMTrainer):
+class DSMMTrainerFrozenRecovery(DSMMTrainerNoPGMA):
     """Ablation, Table 3 (c): complete-then-distill with a frozen M_rec (no L_Mrec), no PGMA."""
 
-    prompt_source = None
     train_recovery = False
-
-
-class DSMMTrainerNoPGMA(DSMMTrainer):
-    """Ablation, Table 3 (d): complete-then-distill with a learnable M_rec, no PGMA."""
-
-    prompt_source = None
 
 
 class DSMMTrainerBinaryCode(DSMMTrainerNoCTD):

@@ -1,19 +1,41 @@
-"""Stage 1: ``DSMMTeacherTrainer``, the segmentation model f of Eq. 2 and teacher T of Eq. 4-5
-(also the "nnU-Net + modality dropout" baseline): nnU-Net's loss on zero-filled incomplete data
-with per-sample modality dropout over the available channels (``DSMMTrainerBase.compute_loss``)."""
+"""Stage 1. ``DSMMBaselineTrainer``: the "nnU-Net + modality dropout" baseline, nnU-Net's U-Net and
+loss on zero-filled incomplete data with per-sample modality dropout over the available channels
+(``DSMMTrainerBase.compute_loss``). ``DSMMTeacherTrainer``: the segmentation model f of Eq. 2-3 and
+teacher T of Eq. 4-5, the same training with prompt-guided modality adaptation (Eq. 6), as the
+paper integrates it into teacher and student."""
 
 from __future__ import annotations
 
+import torch
+
+from nnunet_dsmm.network import build_segmentation_network
+from nnunet_dsmm.text_encoder import embedding_dim
 from nnunet_dsmm.trainers.base import DSMMTrainerBase
 
 
-class DSMMTeacherTrainer(DSMMTrainerBase):
-    loss_terms = {"seg": "nnU-Net's Dice + CE/BCE of f on the modality-dropped data"}
+class DSMMBaselineTrainer(DSMMTrainerBase):
+    """nnU-Net + modality dropout: the baseline that ``evaluate``, the demo and Table 1 compare with."""
+
+    loss_terms = {"seg": "nnU-Net's Dice + CE/BCE of the network on the modality-dropped data"}
 
 
-class DSMMBaselineComputeMatchedTrainer(DSMMTeacherTrainer):
+class DSMMBaselineComputeMatchedTrainer(DSMMBaselineTrainer):
     """The baseline trained as long as stages 2 and 3 together (600 + 1000 epochs by default; with
     ``DSMM_NUM_EPOCHS``, give it the sum of the two stages' epochs): DSMMTrainer starts from stage 2's
     weights and trains on, so a fair baseline gets the same number of epochs."""
 
     default_num_epochs = 600 + 1000
+
+
+class DSMMTeacherTrainer(DSMMBaselineTrainer):
+    """f / T: the baseline's training with hypernetwork prediction layers driven by the prompt of the
+    sample's code after modality dropout ⊕ pooled visual features (Eq. 6). Stages 2 and 3 give it the
+    all-modalities code wherever it sees full-modal input (φθ's reconstruction, x̂_full)."""
+
+    prompt_source = "text"
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision: bool = True) -> torch.nn.Module:
+        return build_segmentation_network(configuration_manager, num_input_channels, num_output_channels,
+                                          enable_deep_supervision, cls.prompt_source, embedding_dim(cls.text_encoder))
