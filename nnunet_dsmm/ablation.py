@@ -62,10 +62,11 @@ TABLES = {
         AblationRow("binary code (2-layer MLP)", "DSMMTrainerBinaryCode"),
         AblationRow("text prompt (CLIP)", "DSMMTrainerNoCTD"))),
 }
+FULL_MODEL = "DSMMTrainer"
 #: compared with the full model in every run: the plain baseline and the baseline given stages 2 + 3's epochs
 BASELINES = (AblationRow("nnU-Net + modality dropout", "DSMMBaselineTrainer"),
              AblationRow("same, compute-matched (epochs of stages 2 + 3)", "DSMMBaselineComputeMatchedTrainer"),
-             AblationRow("DSMMTrainer (full model)", "DSMMTrainer"))
+             AblationRow("DSMMTrainer (full model)", FULL_MODEL))
 
 
 def selected_tables(choice: str) -> list[AblationTable]:
@@ -77,9 +78,11 @@ def selected_tables(choice: str) -> list[AblationTable]:
 
 
 def evaluated_trainers(tables: Sequence[AblationTable]) -> list[str]:
-    """Every row's trainer and the baselines, each once."""
-    return list(dict.fromkeys([row.trainer for table in tables for row in table.rows] +
-                              [row.trainer for row in BASELINES]))
+    """The baselines and every row's trainer, each once, the full model last (the reference of the
+    Table-1 summary in ``evaluation/``)."""
+    names = list(dict.fromkeys([row.trainer for row in BASELINES] +
+                               [row.trainer for table in tables for row in table.rows]))
+    return sorted(names, key=lambda name: name == FULL_MODEL)
 
 
 def _cell(values: dict, key: str) -> str:
