@@ -400,6 +400,6 @@ def test_ablate_names_the_log_of_a_failing_training(planned, tmp_path):
     result = run_cmd(["nnunet_dsmm", "ablate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-p", "NoSuchPlans",
                       "--table", "3", "-i", str(folder / "imagesTs"), "-l", str(folder / "labelsTs"),
                       "-o", str(tmp_path / "out"), "-device", "cpu", "--budget", "smoke"], env, check=False)
-    log = tmp_path / "out" / "logs" / "seed0_DSMMTeacherTrainer.log"
+    log = tmp_path / "out" / "logs" / "seed0_DSMMBaselineTrainer.log"  # the first training
     assert result.returncode == 2 and str(log) in result.stderr and log.is_file()
     assert "Traceback" not in result.stderr
