@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.evaluation import paired_wilcoxon, seed_label
+from nnunet_dsmm.evaluation import mean_and_std, paired_wilcoxon, seed_label
 from nnunet_dsmm.experiment import SCHEDULES, results_root, say, train_seed, trainings_for
 
 
@@ -112,7 +112,7 @@ def table_markdown(table: AblationTable, summary: dict, rows: Sequence[dict], al
 def _average_over_regions(summary: dict, trainer: str) -> tuple[float, float, int]:
     """Mean over regions of the per-region averages (mean ± std over seeds of that mean)."""
     per_seed = summary["avg_over_regions"][trainer]
-    return float(np.mean(per_seed)), float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0, len(per_seed)
+    return (*mean_and_std(per_seed), len(per_seed))
 
 
 def _comparison(rows: Sequence[dict], trainer: str, previous: str, regions: Sequence[str], alpha: float) -> str:

@@ -190,7 +190,7 @@ def score_predictions(predictions: dict[str, dict[str, str]], labels_dir: str, d
     return rows
 
 
-def _mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
@@ -245,14 +245,14 @@ def summarise(rows: list[dict], dataset_json: dict, reference_model: str | None 
             for code in codes:
                 trainings = [means[code] for means in by_seed.values() if code in means]
                 if trainings:
-                    dsc, dsc_std = _mean_and_std([t["dsc"] for t in trainings])
-                    hd95, hd95_std = _mean_and_std([t["hd95"] for t in trainings])
+                    dsc, dsc_std = mean_and_std([t["dsc"] for t in trainings])
+                    hd95, hd95_std = mean_and_std([t["hd95"] for t in trainings])
                     entry[code] = {"dsc": dsc, "dsc_std": dsc_std, "hd95": hd95, "hd95_std": hd95_std,
                                    "n": trainings[0]["n"], "trainings": len(trainings)}
             averages = [(np.mean([m["dsc"] for m in means.values()]), np.mean([m["hd95"] for m in means.values()]))
                         for means in by_seed.values()]
-            dsc, dsc_std = _mean_and_std([a[0] for a in averages])
-            hd95, hd95_std = _mean_and_std([a[1] for a in averages])
+            dsc, dsc_std = mean_and_std([a[0] for a in averages])
+            hd95, hd95_std = mean_and_std([a[1] for a in averages])
             entry["avg"] = {"dsc": dsc, "dsc_std": dsc_std, "hd95": hd95, "hd95_std": hd95_std,
                             "trainings": len(averages)}
             summary["results"][model][region] = entry

@@ -123,7 +123,9 @@ def run_logged(args: list[str], env: dict, log_path: str, show: Sequence[str] = 
 
 def finished(fold_folder: str, epochs: int) -> bool:
     """Whether ``fold_folder`` holds a finished training of ``epochs`` epochs."""
-    schedule = os.path.join(fold_folder, "dsmm_schedule.json")
+    from nnunet_dsmm.trainers.base import SCHEDULE_FILE
+
+    schedule = os.path.join(fold_folder, SCHEDULE_FILE)
     if not (os.path.isfile(os.path.join(fold_folder, "checkpoint_final.pth")) and os.path.isfile(schedule)):
         return False
     with open(schedule) as f:
