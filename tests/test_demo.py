@@ -66,6 +66,6 @@ def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tm
         assert epochs == {"DSMMBaselineTrainer": 2, "DSMMTeacherTrainer": 2, "DSMMPretrainTrainer": 1,
                           "DSMMTrainer": 2, "DSMMBaselineComputeMatchedTrainer": 3}
         log = next((models / "DSMMTrainer__DSMMPlans__3d_demo" / "fold_0").glob("training_log_*.txt")).read_text()
-        assert f"DSMM_SEED={seed}" in log and "L_task = Dice + CE/BCE (task_loss='auto', plain labels)" in log
+        assert f"DSMM_SEED={seed}" in log and "L_task = Dice + CE/BCE (task_loss='dice_ce', plain labels)" in log
     report = json.loads((out / "demo_report.json").read_text())
     assert report["seeds"] == 2 and set(report["mean_dsc_std_over_seeds"]) == set(summary["models"])

@@ -35,7 +35,6 @@ OUR_CLASSES = {
     "DSMMTrainerAvailableKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerBinaryCode": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerDetachedKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMTrainerDiceCE": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerDiceOnly": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMBaselineComputeMatchedTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),
     "DSMMTrainerLowMemory": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),

@@ -242,7 +242,7 @@ def test_later_stages_say_which_checkpoint_of_each_earlier_stage_they_loaded(sta
 @pytest.mark.parametrize("trainer", ["DSMMPretrainNoDATrainer", "DSMMTrainerNoCTD", "DSMMFinetuneDATrainer",
                                      "DSMMFinetuneMaskRecTrainer", "DSMMTrainerNoPGMA", "DSMMTrainerFrozenRecovery",
                                      "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
-                                     "DSMMTrainerDetachedKD", "DSMMTrainerDiceCE", "DSMMTrainerDiceOnly",
+                                     "DSMMTrainerDetachedKD", "DSMMTrainerDiceOnly",
                                      "DSMMTrainerLowMemory", "DSMMBaselineComputeMatchedTrainer"])
 def test_ablation_and_variant_trainers_train_with_the_stock_command(planned, staged, trainer):
     from nnunet_dsmm.discovery import find_registered_class

@@ -1,5 +1,5 @@
-"""L_task on plain labels: a class that softmax Dice alone has driven to zero stays there, so
-DSMMTrainer adds CE on plain-label (softmax) datasets and keeps the paper's Dice on regions.
+"""L_task: a class that softmax Dice alone has driven to zero stays there, so DSMMTrainer trains with
+nnU-Net's Dice + CE (Dice + BCE for regions) instead of the paper's Dice alone.
 
 The regression test trains a real DSMMTrainer (tiny plan, nnU-Net's own initialisation) at smoke
 size on synthetic plain-label cases, puts one class into the collapsed state seen in the demo
@@ -72,7 +72,6 @@ def collapse(trainer, label: int, shift: float = 10.0) -> None:
 def test_a_collapsed_class_comes_back_under_dsmmtrainers_task_loss_on_plain_labels(name, recovers, tmp_path):
     torch.manual_seed(0)
     trainer = build_trainer(name, tmp_path, labels="plain")
-    assert trainer.task_loss_kind() == ("dice_ce" if name == "DSMMTrainer" else "dice")
     rng = np.random.default_rng(0)
     images, labels = tumour_patches(rng, 24)
     held_out = tumour_patches(np.random.default_rng(1), 6)
@@ -91,14 +90,12 @@ def test_a_collapsed_class_comes_back_under_dsmmtrainers_task_loss_on_plain_labe
     assert (ratio > 2) == recovers, f"{name}: probability of the collapsed class changed {ratio:.3g}-fold"
 
 
-@pytest.mark.parametrize(("labels", "kind"), [("regions", "dice"), ("plain", "dice_ce")])
-def test_dsmmtrainer_keeps_the_papers_dice_on_regions_and_adds_ce_on_plain_labels(labels, kind, tmp_path):
+@pytest.mark.parametrize("labels", ["regions", "plain"])
+def test_dsmmtrainer_uses_nnunets_dice_and_ce_and_dice_only_the_papers_dice(labels, tmp_path):
     from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
     trainer = build_trainer("DSMMTrainer", tmp_path, labels=labels)
-    assert trainer.task_loss_kind() == kind
-    expected = MemoryEfficientSoftDiceLoss if kind == "dice" else DC_and_CE_loss
-    assert isinstance(trainer.loss.loss, expected) and not isinstance(trainer.loss.loss, DC_and_BCE_loss)
-    variant = build_trainer("DSMMTrainerDiceCE", tmp_path / "variant", labels=labels)
-    assert isinstance(variant.loss.loss, DC_and_BCE_loss if labels == "regions" else DC_and_CE_loss)
+    assert type(trainer.loss.loss) is (DC_and_BCE_loss if labels == "regions" else DC_and_CE_loss)
+    paper = build_trainer("DSMMTrainerDiceOnly", tmp_path / "variant", labels=labels)
+    assert type(paper.loss.loss) is MemoryEfficientSoftDiceLoss

@@ -40,10 +40,9 @@ class DSMMTrainer(DSMMTrainerBase):
     kd_reaches_recovery: bool = True
     #: recompute T's and M_rec's inner activations stage by stage in the backward pass instead of keeping them
     checkpoint_activations: bool = False
-    #: L_task: "dice" (the paper's), "dice_ce" (nnU-Net's Dice + CE, Dice + BCE for regions), or "auto":
-    #: Dice for region-based (sigmoid) datasets, Dice + CE for plain labels (softmax), where Dice alone
-    #: can drive a class to zero for good (README, "L_task on plain labels")
-    task_loss: str = "auto"
+    #: L_task: "dice_ce" (nnU-Net's Dice + CE, Dice + BCE for regions) or "dice" (the paper's Dice alone,
+    #: which can drive a class to zero or a region to everywhere for good: README, "L_task")
+    task_loss: str = "dice_ce"
     #: the earlier stages: f/T (stage 1) and φθ (stage 2), which initialises the student and M_rec
     teacher_trainer: type = DSMMTeacherTrainer
     pretrain_trainer: type = DSMMPretrainTrainer
@@ -94,24 +93,16 @@ class DSMMTrainer(DSMMTrainerBase):
         loss = super()._build_loss()
         return loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
 
-    def task_loss_kind(self) -> str:
-        """"dice" or "dice_ce": ``task_loss`` resolved for this dataset's labels."""
-        if self.task_loss not in ("dice", "dice_ce", "auto"):
-            raise ValueError(f"nnunet-dsmm: task_loss must be 'dice', 'dice_ce' or 'auto', got {self.task_loss!r}")
-        if self.task_loss == "auto":
-            return "dice" if self.label_manager.has_regions else "dice_ce"
-        return self.task_loss
-
     def _build_loss(self):
         """L_task with nnU-Net's deep-supervision weighting: the Dice loss of the student, or nnU-Net's own
         Dice + CE/BCE (see ``task_loss``)."""
-        kind = self.task_loss_kind()
-        labels = "region" if self.label_manager.has_regions else "plain"
-        self.print_to_log_file(f"nnunet-dsmm: L_task = {'Dice' if kind == 'dice' else 'Dice + CE/BCE'} "
-                               f"(task_loss={self.task_loss!r}, {labels} labels)")
-        if kind == "dice_ce":
-            return super()._build_loss()
+        if self.task_loss not in ("dice", "dice_ce"):
+            raise ValueError(f"nnunet-dsmm: task_loss must be 'dice' or 'dice_ce', got {self.task_loss!r}")
         regions = self.label_manager.has_regions
+        self.print_to_log_file(f"nnunet-dsmm: L_task = {'Dice' if self.task_loss == 'dice' else 'Dice + CE/BCE'} "
+                               f"(task_loss={self.task_loss!r}, {'region' if regions else 'plain'} labels)")
+        if self.task_loss == "dice_ce":
+            return super()._build_loss()
         loss = MemoryEfficientSoftDiceLoss(apply_nonlin=torch.sigmoid if regions else softmax_helper_dim1,
                                            batch_dice=self.configuration_manager.batch_dice, do_bg=regions,
                                            smooth=1e-5, ddp=self.is_ddp)
@@ -211,16 +202,9 @@ class DSMMTrainerDetachedKD(DSMMTrainer):
     kd_reaches_recovery = False
 
 
-class DSMMTrainerDiceCE(DSMMTrainer):
-    """Not a row of the paper: L_task is nnU-Net's Dice + CE on every dataset (Dice + BCE for regions,
-    where DSMMTrainer keeps the paper's Dice)."""
-
-    task_loss = "dice_ce"
-
-
 class DSMMTrainerDiceOnly(DSMMTrainer):
-    """The paper's L_task (Dice alone) on every dataset, plain labels included, where DSMMTrainer adds CE
-    because Dice alone can collapse a class there (README, "L_task on plain labels")."""
+    """The paper's L_task, Dice alone (Eq. 7), where DSMMTrainer uses nnU-Net's Dice + CE/BCE because Dice
+    alone can collapse a class or saturate a small region (README, "L_task")."""
 
     task_loss = "dice"
 
