@@ -197,9 +197,11 @@ def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
 
 def per_case_dsc(rows: Sequence[dict], model: str, region: str) -> dict[str, float]:
     """Case -> DSC of ``model`` on ``region`` averaged over combinations and independent trainings."""
-    selected = [r for r in rows if r["model"] == model and r["region"] == region]
-    return {c: float(np.mean([float(r["dsc"]) for r in selected if r["case"] == c]))
-            for c in sorted({r["case"] for r in selected})}
+    by_case: dict[str, list[float]] = {}
+    for r in rows:
+        if r["model"] == model and r["region"] == region:
+            by_case.setdefault(r["case"], []).append(float(r["dsc"]))
+    return {c: float(np.mean(by_case[c])) for c in sorted(by_case)}
 
 
 def paired_wilcoxon(rows: Sequence[dict], model: str, other: str, region: str) -> dict:
@@ -228,15 +230,17 @@ def summarise(rows: list[dict], dataset_json: dict, reference_model: str | None 
     reference_model = reference_model or models[-1]
     summary = {"channels": names, "combinations": codes, "models": models, "regions": regions, "seeds": seeds,
                "reference_model": reference_model, "results": {}}
+    grouped: dict[tuple, list[dict]] = {}  # (model, region, seed, code) -> that training's rows, one pass
+    for r in rows:
+        grouped.setdefault((r["model"], r["region"], r.get("seed", ""), r["code"]), []).append(r)
     for model in models:
         summary["results"][model] = {}
         for region in regions:
-            selected = [r for r in rows if r["model"] == model and r["region"] == region]
             # seed -> code -> mean over that training's cases
             by_seed: dict[str, dict[str, dict]] = {}
             for seed in seeds:
                 for code in codes:
-                    values = [r for r in selected if r.get("seed", "") == seed and r["code"] == code]
+                    values = grouped.get((model, region, seed, code))
                     if values:
                         by_seed.setdefault(seed, {})[code] = {
                             "dsc": np.mean([v["dsc"] for v in values]), "hd95": np.mean([v["hd95"] for v in values]),
