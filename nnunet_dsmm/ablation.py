@@ -21,7 +21,16 @@ import numpy as np
 
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.evaluation import mean_and_std, paired_wilcoxon, seed_label
-from nnunet_dsmm.experiment import SCHEDULES, results_root, say, train_seed, trainings_for
+from nnunet_dsmm.experiment import (
+    SCHEDULES,
+    Training,
+    finished,
+    results_root,
+    say,
+    train_seed,
+    training_folder,
+    trainings_for,
+)
 
 
 class AblationError(DSMMError, ValueError):
@@ -159,10 +168,25 @@ def figure5(table: AblationTable, summary: dict, path: str) -> None:
     plt.close(fig)
 
 
+def report_plan(trainings: Sequence[Training], name: str, configuration: str, fold: str, plans: str, out_dir: str,
+                seeds: int, iterations: int, report: Callable[[str], None] = say) -> None:
+    """What ``ablate`` would train, seed by seed (finished trainings are kept), without training anything."""
+    pending = 0
+    for k in range(seeds):
+        for t in trainings:
+            if finished(training_folder(t, name, configuration, fold, plans, results_root(out_dir, k)), t.epochs):
+                report(f"seed {k}: {t.trainer} ({t.epochs} epochs) already trained, kept")
+            else:
+                pending += t.epochs
+                report(f"seed {k}: {t.trainer} would train {t.epochs} epochs of {iterations} iterations")
+    report(f"ablate --dry-run: {pending} epochs ({pending * iterations} training iterations) to run; nothing trained")
+
+
 def run_ablation(dataset: str, configuration: str, fold: str, plans: str, table_choice: str, images: str,
                  labels: str, out_dir: str, device: str = "cuda", seeds: int = 1, budget: str = "cpu",
-                 use_mirroring: bool = True, report: Callable[[str], None] = say) -> dict:
-    """Train, evaluate and tabulate (see the module docstring); returns {table name: markdown}."""
+                 use_mirroring: bool = True, report: Callable[[str], None] = say, dry_run: bool = False) -> dict:
+    """Train, evaluate and tabulate (see the module docstring); returns {table name: markdown}. With
+    ``dry_run`` only report what would be trained (and return {})."""
     from nnunet_dsmm.evaluation import evaluate
     from nnunet_dsmm.locations import dataset_name, trained_model_folder
 
@@ -178,6 +202,9 @@ def run_ablation(dataset: str, configuration: str, fold: str, plans: str, table_
     trainings = trainings_for(trainers, schedule)
     report(f"ablate: {len(trainings)} trainings per seed ({', '.join(t.trainer for t in trainings)}), "
            f"{seeds} seed(s), schedule {budget} {asdict(schedule)}")
+    if dry_run:
+        report_plan(trainings, name, configuration, fold, plans, out_dir, seeds, schedule.iterations, report)
+        return {}
     env = {**os.environ, **schedule.environment()}
     logs = os.path.join(out_dir, "logs")
     for k in range(seeds):

@@ -96,7 +96,9 @@ def _cmd_ablate(args) -> int:
     from nnunet_dsmm.ablation import run_ablation
 
     tables = run_ablation(args.d, args.c, args.f, args.p, args.table, args.i, args.l, args.o, args.device, args.seeds,
-                          args.budget, use_mirroring=not args.disable_tta)
+                          args.budget, use_mirroring=not args.disable_tta, dry_run=args.dry_run)
+    if args.dry_run:
+        return 0
     print("\n".join(tables.values()))
     print(f"Tables: {os.path.join(args.o, 'ablation.md')}; all figures: {os.path.join(args.o, 'ablation.json')}"
           + (f"; Fig. 5: {os.path.join(args.o, 'fig5.png')}" if "fig5" in tables else ""))
@@ -255,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="schedule of every stage: paper (default: 1000/600/1000 epochs), gpu, cpu (16/6/16 epochs "
                              "of 12 iterations), smoke (tests; learns nothing)")
     ablate.add_argument("--disable-tta", action="store_true", help="predict without mirroring")
+    ablate.add_argument("--dry-run", action="store_true",
+                        help="list every training per seed (and which are finished) with its epochs; train nothing")
     ablate.set_defaults(func=_cmd_ablate)
 
     bench = sub.add_parser("benchmark", help="training-step time and memory, and prediction time, of the DSMM "

@@ -132,20 +132,25 @@ def finished(fold_folder: str, epochs: int) -> bool:
         return json.load(f).get("num_epochs") == epochs
 
 
+def training_folder(training: Training, dataset_name: str, configuration: str, fold: int | str, plans: str,
+                    root: str) -> str:
+    """The fold folder of ``training`` under the ``nnUNet_results`` folder ``root``."""
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+
+    identifier = convert_trainer_plans_config_to_identifier(training.trainer, plans, configuration)
+    return os.path.join(root, dataset_name, identifier, f"fold_{fold}")
+
+
 def train_seed(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str, plans: str,
                device: str, env: dict, out_dir: str, seed: int, log_dir: str,
                report: Callable[[str], None] = say) -> dict[str, float]:
     """Train ``trainings`` in order for one seed of dataset ``dataset_name`` (``DatasetXXX_Name``) under
     ``results_root(out_dir, seed)``; returns the wall time in seconds of each training that ran
     (finished ones are skipped)."""
-    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
-
     root = results_root(out_dir, seed)
     timings = {}
     for training in trainings:
-        identifier = convert_trainer_plans_config_to_identifier(training.trainer, plans, configuration)
-        fold_folder = os.path.join(root, dataset_name, identifier, f"fold_{fold}")
-        if finished(fold_folder, training.epochs):
+        if finished(training_folder(training, dataset_name, configuration, fold, plans, root), training.epochs):
             report(f"seed {seed}: {training.trainer} ({training.epochs} epochs) already trained, kept")
             continue
         report(f"seed {seed}: training {training.trainer} for {training.epochs} epochs ...")

@@ -369,6 +369,9 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
     command = ["nnunet_dsmm", "ablate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "--table", "all",
                "-i", str(folder / "imagesTs"), "-l", str(folder / "labelsTs"), "-o", str(out), "-device", "cpu",
                "--budget", "smoke", "--disable-tta"]
+    plan = run_cmd(command + ["--dry-run"], env)
+    assert plan.stdout.count(" would train ") == 13 and "25 epochs (75 training iterations) to run" in plan.stdout
+    assert not out.joinpath("nnUNet_results").exists()
     first = run_cmd(command, env, timeout=1800)
     models = out / "nnUNet_results" / f"Dataset{DATASET_ID}_Synth"
     epochs = {m.name.split("__")[0]: json.loads((m / "fold_0" / "dsmm_schedule.json").read_text())["num_epochs"]
@@ -393,6 +396,7 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
     assert "Fig. 5" in first.stdout
     again = run_cmd(command, env, timeout=1800)
     assert again.stdout.count("already trained, kept") == len(epochs)
+    assert "0 epochs (0 training iterations) to run" in run_cmd(command + ["--dry-run"], env).stdout
 
 
 def test_ablate_names_the_log_of_a_failing_training(planned, tmp_path):
