@@ -68,6 +68,7 @@ TABLES = {
         AblationRow("(d)", "DSMMTrainerNoPGMA", ("M_rec", "KD", "L_Mrec")))),
     "fig5": AblationTable("fig5", "Fig. 5: prompt-guided modality adaptation (without CTD)", (), (
         AblationRow("baseline", "DSMMFinetuneDATrainer"),
+        AblationRow("generated heads, no prompt (control, not in the paper)", "DSMMTrainerUnconditionedHeads"),
         AblationRow("binary code (2-layer MLP)", "DSMMTrainerBinaryCode"),
         AblationRow("text prompt (CLIP)", "DSMMTrainerNoCTD"))),
 }

@@ -120,22 +120,28 @@ class SegmentationUNet(nn.Module):
         return self.forward_with_features(x, code)[0]
 
 
+#: what drives the hypernetwork: CLIP prompt embeddings, a 2-layer MLP of the binary code (Fig. 5), or
+#: nothing (a control: the indicator is zero, so the generated layers are the same for every input)
+PROMPT_SOURCES = ("text", "binary", "unconditioned")
+
+
 class PromptAdaptiveUNet(SegmentationUNet):
     """U-Net whose prediction layers come from the hypernetwork of Eq. 6, driven by Z_v (global
     average pooling of the bottleneck) and Z_t (stored CLIP embedding of the code's prompt, or a
-    2-layer MLP of the binary code when ``prompt_source='binary'``)."""
+    2-layer MLP of the binary code when ``prompt_source='binary'``); with ``'unconditioned'`` the
+    indicator Z_v ⊕ Z_t is replaced by zeros (same parameters, no adaptation to the input)."""
 
     def __init__(self, unet: nn.Module, num_modalities: int, num_outputs: int, prompt_source: str = "text",
                  prompt_dim: int = 512):
-        if prompt_source not in ("text", "binary"):
-            raise ValueError(f"prompt_source must be 'text' or 'binary', got {prompt_source!r}")
+        if prompt_source not in PROMPT_SOURCES:
+            raise ValueError(f"prompt_source must be one of {PROMPT_SOURCES}, got {prompt_source!r}")
         super().__init__(unet)
         del self.decoder.seg_layers  # replaced by the generated heads
         self.num_modalities = num_modalities
         self.prompt_source = prompt_source
         if prompt_source == "text":
             self.register_buffer("prompt_embeddings", torch.zeros(2**num_modalities - 1, prompt_dim))
-        else:
+        elif prompt_source == "binary":
             self.code_mlp = nn.Sequential(nn.Linear(num_modalities, prompt_dim), nn.LeakyReLU(inplace=True),
                                           nn.Linear(prompt_dim, prompt_dim))
         channels = list(self.encoder.output_channels)
@@ -151,7 +157,10 @@ class PromptAdaptiveUNet(SegmentationUNet):
     def predict(self, skips: list, features: list, code: torch.Tensor | None) -> list[torch.Tensor]:
         """Eq. 6: prediction layers generated from Z_v ⊕ Z_t, applied to the used decoder stages."""
         z_v = skips[-1].float().mean(dim=tuple(range(2, skips[-1].ndim)))
-        indicator = torch.cat((z_v, self.prompt_embedding(code).to(z_v.dtype)), dim=1)
+        if self.prompt_source == "unconditioned":
+            indicator = z_v.new_zeros(len(z_v), self.heads.mlp[0].in_features)
+        else:
+            indicator = torch.cat((z_v, self.prompt_embedding(code).to(z_v.dtype)), dim=1)
         last = len(features) - 1
         used = list(range(len(features))) if self.decoder.deep_supervision else [last]
         return self.heads(indicator, [features[i] for i in used], used)[::-1]

@@ -34,6 +34,7 @@ OUR_CLASSES = {
     "DSMMTrainerFrozenRecovery": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerAvailableKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerBinaryCode": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
+    "DSMMTrainerUnconditionedHeads": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerDetachedKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMTrainerDiceOnly": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
     "DSMMBaselineComputeMatchedTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),

@@ -370,7 +370,7 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
                "-i", str(folder / "imagesTs"), "-l", str(folder / "labelsTs"), "-o", str(out), "-device", "cpu",
                "--budget", "smoke", "--disable-tta"]
     plan = run_cmd(command + ["--dry-run"], env)
-    assert plan.stdout.count(" would train ") == 13 and "25 epochs (75 training iterations) to run" in plan.stdout
+    assert plan.stdout.count(" would train ") == 14 and "27 epochs (81 training iterations) to run" in plan.stdout
     assert not out.joinpath("nnUNet_results").exists()
     first = run_cmd(command, env, timeout=1800)
     models = out / "nnUNet_results" / f"Dataset{DATASET_ID}_Synth"
@@ -381,7 +381,8 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
                       "DSMMPretrainNoDATrainer": 1,
                       "DSMMFinetuneMaskRecTrainer": 2, "DSMMFinetuneDATrainer": 2, "DSMMTrainerNoCTD": 2,
                       "DSMMTrainer": 2, "DSMMTrainerAvailableKD": 2, "DSMMTrainerFrozenRecovery": 2,
-                      "DSMMTrainerNoPGMA": 2, "DSMMTrainerBinaryCode": 2, "DSMMBaselineComputeMatchedTrainer": 3}
+                      "DSMMTrainerNoPGMA": 2, "DSMMTrainerBinaryCode": 2, "DSMMTrainerUnconditionedHeads": 2,
+                      "DSMMBaselineComputeMatchedTrainer": 3}
     mask_rec_log = next((models / "DSMMFinetuneMaskRecTrainer__DSMMPlans__3d_fullres" / "fold_0").glob(
         "training_log_*.txt")).read_text()
     assert "DSMMPretrainNoDATrainer" in mask_rec_log and "loaded from" in mask_rec_log

@@ -143,6 +143,7 @@ ABLATION_ROWS = {
     "DSMMTrainerFrozenRecovery": (None, True, "DSMMPretrainTrainer"),  # Table 3 (c)
     "DSMMTrainerNoPGMA": (None, True, "DSMMPretrainTrainer"),  # Table 3 (d)
     "DSMMTrainerBinaryCode": ("binary", False, "DSMMPretrainTrainer"),  # Fig. 5 binary code
+    "DSMMTrainerUnconditionedHeads": ("unconditioned", False, "DSMMPretrainTrainer"),  # control of Fig. 5
 }
 
 

@@ -195,6 +195,14 @@ class DSMMTrainerBinaryCode(DSMMTrainerNoCTD):
     prompt_source = "binary"
 
 
+class DSMMTrainerUnconditionedHeads(DSMMTrainerNoCTD):
+    """Control for Fig. 5 and Table 2 "+ PGMA" (not a row of the paper): the hypernetwork's prediction
+    layers with a zero indicator (no prompt, no pooled visual features), no complete-then-distill. Tells
+    adaptation to the input apart from generating the prediction layers by an MLP at all."""
+
+    prompt_source = "unconditioned"
+
+
 class DSMMTrainerDetachedKD(DSMMTrainer):
     """Reading of Eq. 7 (not the paper's row): L_KD moves the student only, M_rec is refined by L_Mrec
     alone (α then acts only through weight decay and gradient clipping under Adam)."""
