@@ -151,7 +151,7 @@ def figure5(table: AblationTable, summary: dict, path: str) -> None:
 
     groups = [*summary["regions"], "Avg."]
     width = 0.8 / len(table.rows)
-    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(groups), 3.6))
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(groups), 4.2))
     for i, row in enumerate(table.rows):
         results = summary["results"][row.trainer]
         means = [results[r]["avg"]["dsc"] for r in summary["regions"]]
@@ -161,9 +161,9 @@ def figure5(table: AblationTable, summary: dict, path: str) -> None:
         ax.bar(positions, 100 * np.array([*means, mean]), width, yerr=100 * np.array([*stds, std]), label=row.label,
                capsize=2)
     ax.set_xticks(range(len(groups)), groups)
-    ax.set_ylabel("DSC (%), mean over 15 combinations")
+    ax.set_ylabel(f"DSC (%), mean over {len(summary['combinations'])} combinations")
     ax.set_title(table.title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
