@@ -120,7 +120,8 @@ class DSMMTrainerBase(nnUNetTrainer):
     #: the loss terms ``compute_loss`` returns, as the training log explains them
     loss_terms: dict[str, str] = {"seg": "nnU-Net's loss of the network's segmentation"}
     #: prompt-guided modality adaptation (Eq. 6) of the segmentation network this stage trains, fed by "text"
-    #: (CLIP prompt embeddings) or "binary" (a 2-layer MLP of the binary code, Fig. 5); None: a plain U-Net
+    #: (CLIP prompt embeddings), "binary" (a 2-layer MLP of the binary code, Fig. 5) or "unconditioned" (a zero
+    #: indicator, control; see network.PROMPT_SOURCES); None: a plain U-Net
     prompt_source: str | None = None
     #: registered text encoder of the prompts (nnunet_dsmm.text_encoder.TEXT_ENCODERS)
     text_encoder: str = "clip-vit-b-32"
