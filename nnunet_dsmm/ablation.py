@@ -21,16 +21,7 @@ import numpy as np
 
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.evaluation import mean_and_std, paired_wilcoxon, seed_label
-from nnunet_dsmm.experiment import (
-    SCHEDULES,
-    Training,
-    finished,
-    results_root,
-    say,
-    train_seed,
-    training_folder,
-    trainings_for,
-)
+from nnunet_dsmm.experiment import SCHEDULES, Training, results_root, say, train_seed, trainings_for, unfinished
 
 
 class AblationError(DSMMError, ValueError):
@@ -174,12 +165,9 @@ def report_plan(trainings: Sequence[Training], name: str, configuration: str, fo
     """What ``ablate`` would train, seed by seed (finished trainings are kept), without training anything."""
     pending = 0
     for k in range(seeds):
-        for t in trainings:
-            if finished(training_folder(t, name, configuration, fold, plans, results_root(out_dir, k)), t.epochs):
-                report(f"seed {k}: {t.trainer} ({t.epochs} epochs) already trained, kept")
-            else:
-                pending += t.epochs
-                report(f"seed {k}: {t.trainer} would train {t.epochs} epochs of {iterations} iterations")
+        for t in unfinished(trainings, name, configuration, fold, plans, out_dir, k, report):
+            pending += t.epochs
+            report(f"seed {k}: {t.trainer} would train {t.epochs} epochs of {iterations} iterations")
     report(f"ablate --dry-run: {pending} epochs ({pending * iterations} training iterations) to run; nothing trained")
 
 

@@ -141,6 +141,19 @@ def training_folder(training: Training, dataset_name: str, configuration: str, f
     return os.path.join(root, dataset_name, identifier, f"fold_{fold}")
 
 
+def unfinished(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str, plans: str,
+               out_dir: str, seed: int, report: Callable[[str], None] = say) -> list[Training]:
+    """The trainings of ``seed`` that still have to run, in order; each finished one is reported as kept."""
+    root = results_root(out_dir, seed)
+    pending = []
+    for training in trainings:
+        if finished(training_folder(training, dataset_name, configuration, fold, plans, root), training.epochs):
+            report(f"seed {seed}: {training.trainer} ({training.epochs} epochs) already trained, kept")
+        else:
+            pending.append(training)
+    return pending
+
+
 def train_seed(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str, plans: str,
                device: str, env: dict, out_dir: str, seed: int, log_dir: str,
                report: Callable[[str], None] = say) -> dict[str, float]:
@@ -149,10 +162,7 @@ def train_seed(trainings: Sequence[Training], dataset_name: str, configuration: 
     (finished ones are skipped)."""
     root = results_root(out_dir, seed)
     timings = {}
-    for training in trainings:
-        if finished(training_folder(training, dataset_name, configuration, fold, plans, root), training.epochs):
-            report(f"seed {seed}: {training.trainer} ({training.epochs} epochs) already trained, kept")
-            continue
+    for training in unfinished(trainings, dataset_name, configuration, fold, plans, out_dir, seed, report):
         report(f"seed {seed}: training {training.trainer} for {training.epochs} epochs ...")
         start = time.time()
         run_logged(["nnUNetv2_train", dataset_name, configuration, str(fold), "-p", plans, "-tr", training.trainer,

@@ -156,10 +156,11 @@ class PromptAdaptiveUNet(SegmentationUNet):
 
     def predict(self, skips: list, features: list, code: torch.Tensor | None) -> list[torch.Tensor]:
         """Eq. 6: prediction layers generated from Z_v ⊕ Z_t, applied to the used decoder stages."""
-        z_v = skips[-1].float().mean(dim=tuple(range(2, skips[-1].ndim)))
+        bottleneck = skips[-1]
         if self.prompt_source == "unconditioned":
-            indicator = z_v.new_zeros(len(z_v), self.heads.mlp[0].in_features)
+            indicator = bottleneck.new_zeros(len(bottleneck), self.heads.mlp[0].in_features, dtype=torch.float32)
         else:
+            z_v = bottleneck.float().mean(dim=tuple(range(2, bottleneck.ndim)))
             indicator = torch.cat((z_v, self.prompt_embedding(code).to(z_v.dtype)), dim=1)
         last = len(features) - 1
         used = list(range(len(features))) if self.decoder.deep_supervision else [last]

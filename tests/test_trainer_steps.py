@@ -167,6 +167,18 @@ def test_each_ablation_row_builds_its_network_and_chains_to_its_earlier_stages(n
     assert set(output["terms"][0]) == ({"task", "kd"} | ({"mrec"} if refines else set()) if ctd else {"task"})
 
 
+@pytest.mark.parametrize(("name", "conditioned"), [("DSMMTrainerNoCTD", True),
+                                                    ("DSMMTrainerUnconditionedHeads", False)])
+def test_the_fig5_control_generates_its_prediction_layers_from_nothing_of_the_input(name, conditioned, tmp_path):
+    trainer = build_trainer(name, tmp_path)
+    indicators = []
+    trainer.network.student.heads.mlp.register_forward_pre_hook(lambda m, i: indicators.append(i[0].detach()))
+    for _ in range(2):
+        trainer.train_step(batch(trainer))
+    assert indicators and all(i.shape == indicators[0].shape for i in indicators)
+    assert any(i.abs().sum() > 0 for i in indicators) == conditioned
+
+
 def record_codes(network) -> list:
     """The codes a prompt-adaptive network's hypernetwork is given, call by call."""
     codes, original = [], network.prompt_embedding
