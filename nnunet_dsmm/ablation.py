@@ -44,6 +44,8 @@ class AblationTable:
     #: the ✓ columns of the paper's table, in its order
     columns: tuple[str, ...]
     rows: tuple[AblationRow, ...]
+    #: the trainer every row is tested against (paired Wilcoxon); None: the row above
+    reference: str | None = None
 
 
 TABLES = {
@@ -62,17 +64,30 @@ TABLES = {
         AblationRow("generated heads, no prompt (control, not in the paper)", "DSMMTrainerUnconditionedHeads"),
         AblationRow("binary code (2-layer MLP)", "DSMMTrainerBinaryCode"),
         AblationRow("text prompt (CLIP)", "DSMMTrainerNoCTD"))),
+    "ctd": AblationTable("ctd", "Complete-then-distill study: readings of Eq. 4 / Eq. 7 against + PGMA", (), (
+        AblationRow("+ PGMA (no CTD)", "DSMMTrainerNoCTD"),
+        AblationRow("+ CTD, the paper's reading (β = 0.1, MSE at every level, T = stage 1)", "DSMMTrainer"),
+        AblationRow("H1 bases: T = + PGMA model (shares S's initialisation)", "DSMMTrainerPGMATeacher"),
+        AblationRow("H1 scale: standardised features in Eq. 4", "DSMMTrainerStandardizedKD"),
+        AblationRow("H2 levels: KD on bottleneck and decoder only", "DSMMTrainerDeepKD"),
+        AblationRow("H3 L_KD does not reach M_rec", "DSMMTrainerDetachedKD"),
+        AblationRow("H4 β = 0.01", "DSMMTrainerBeta001")), reference="DSMMTrainerNoCTD"),
 }
 FULL_MODEL = "DSMMTrainer"
 #: compared with the full model in every run: the plain baseline and the baseline given stages 2 + 3's epochs
-BASELINES = (AblationRow("nnU-Net + modality dropout", "DSMMBaselineTrainer"),
+BASELINES = (AblationRow("stage 1 alone (f/T, PGMA, from scratch)", "DSMMTeacherTrainer"),
+             AblationRow("nnU-Net + modality dropout", "DSMMBaselineTrainer"),
              AblationRow("same, compute-matched (epochs of stages 2 + 3)", "DSMMBaselineComputeMatchedTrainer"),
              AblationRow("DSMMTrainer (full model)", FULL_MODEL))
 
 
+#: what ``--table all`` runs: the paper's tables (the complete-then-distill study is asked for by name)
+PAPER_TABLES = ("2", "3", "fig5")
+
+
 def selected_tables(choice: str) -> list[AblationTable]:
     if choice == "all":
-        return list(TABLES.values())
+        return [TABLES[name] for name in PAPER_TABLES]
     if choice not in TABLES:
         raise AblationError(f"nnunet-dsmm: unknown table {choice!r}; choose one of {', '.join(TABLES)} or all")
     return [TABLES[choice]]
@@ -93,9 +108,10 @@ def _cell(values: dict, key: str) -> str:
 
 def table_markdown(table: AblationTable, summary: dict, rows: Sequence[dict], alpha: float = 0.05) -> str:
     """The table in the paper's layout: ✓ columns, then per region and on average the DSC (%) over all
-    combinations, and the paired Wilcoxon p of each row's average against the previous row."""
+    combinations, and the paired Wilcoxon p of each row against the previous row (or the table's reference)."""
     regions = summary["regions"]
-    head = ["Row", "Trainer", *table.columns, *regions, "Avg.", "vs previous row (p)"]
+    against = "vs previous row (p)" if table.reference is None else f"vs {table.reference} (p)"
+    head = ["Row", "Trainer", *table.columns, *regions, "Avg.", against]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     previous = None
     for row in table.rows:
@@ -104,7 +120,9 @@ def table_markdown(table: AblationTable, summary: dict, rows: Sequence[dict], al
         cells += [_cell(results[region], "avg") for region in regions]
         averages = _average_over_regions(summary, row.trainer)
         cells.append(f"{100 * averages[0]:.2f}" + (f" ± {100 * averages[1]:.2f}" if averages[2] > 1 else ""))
-        cells.append(_comparison(rows, row.trainer, previous, regions, alpha) if previous else "")
+        reference = table.reference or previous
+        cells.append(_comparison(rows, row.trainer, reference, regions, alpha)
+                     if reference and reference != row.trainer else "")
         lines.append("| " + " | ".join(cells) + " |")
         previous = row.trainer
     return f"**{table.title}**\n\n" + "\n".join(lines) + "\n"

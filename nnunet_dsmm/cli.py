@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
     ablate.add_argument("-p", default="DSMMPlans", help="plans identifier (default DSMMPlans)")
     ablate.add_argument("-f", default="0", help="fold (default 0)")
-    ablate.add_argument("--table", default="all", choices=("2", "3", "fig5", "all"),
+    ablate.add_argument("--table", default="all", choices=("2", "3", "fig5", "ctd", "all"),
                         help="which ablation (default all)")
     ablate.add_argument("-i", required=True, help="test images folder (nnU-Net raw naming, e.g. imagesTs)")
     ablate.add_argument("-l", required=True, help="test labels folder (e.g. labelsTs)")

@@ -40,16 +40,39 @@ class _MeanSquaredError(torch.autograd.Function):
         return (to_student if ctx.needs_input_grad[0] else None), to_teacher
 
 
-def distillation_loss_eq4(teacher_features, student_features, through_teacher: bool = False) -> torch.Tensor:
-    """Eq. 4: Σ_l ||F_l^T - F_l^S||² over the multi-scale features (mean squared error per level,
-    summed over levels). The student always receives gradients; with ``through_teacher`` the
-    teacher's features do too (they reach whatever produced the teacher's input, M_rec in Eq. 7,
-    as the frozen T itself has no trainable parameters), else they are constants."""
+#: how Eq. 4 compares two feature maps: "mse", the paper's squared error; "standardized", the squared
+#: error after standardising every channel of every sample over its voxels (a scale-free reading)
+FEATURE_DISTANCES = ("mse", "standardized")
+
+
+def _standardized(features: torch.Tensor) -> torch.Tensor:
+    """Each channel of each sample at zero mean and unit variance over its voxels (float32)."""
+    return torch.nn.functional.instance_norm(features.float(), eps=1e-5)
+
+
+def feature_distances(teacher_features, student_features, through_teacher: bool = False,
+                      distance: str = "mse") -> list[torch.Tensor]:
+    """The terms of Eq. 4, one per level: ||F_l^T - F_l^S||² as a mean over the level's elements.
+    The student always receives gradients; with ``through_teacher`` the teacher's features do too
+    (they reach whatever produced the teacher's input, M_rec in Eq. 7, as the frozen T itself has
+    no trainable parameters), else they are constants."""
     if len(teacher_features) != len(student_features):
         raise ValueError(f"teacher has {len(teacher_features)} feature levels, student {len(student_features)}")
-    total = torch.zeros((), device=student_features[0].device)
+    if distance not in FEATURE_DISTANCES:
+        raise ValueError(f"feature distance must be one of {FEATURE_DISTANCES}, got {distance!r}")
+    terms = []
     for t, s in zip(teacher_features, student_features):
         if t.shape != s.shape:
             raise ValueError(f"teacher and student features differ in shape: {tuple(t.shape)} vs {tuple(s.shape)}")
-        total = total + _MeanSquaredError.apply(s, t if through_teacher else t.detach())
-    return total
+        t = t if through_teacher else t.detach()
+        if distance == "standardized":
+            with torch.autocast(s.device.type, enabled=False):
+                terms.append((_standardized(s) - _standardized(t)).pow(2).mean())
+        else:
+            terms.append(_MeanSquaredError.apply(s, t))
+    return terms
+
+
+def distillation_loss_eq4(teacher_features, student_features, through_teacher: bool = False) -> torch.Tensor:
+    """Eq. 4: Σ_l ||F_l^T - F_l^S||² over the multi-scale features (``feature_distances`` summed)."""
+    return torch.stack(feature_distances(teacher_features, student_features, through_teacher)).sum()

@@ -68,7 +68,7 @@ def test_table_3b_teacher_sees_the_available_real_modalities_and_m_rec_never_run
     trainer.network.recovery.encoder.stages[0].register_forward_hook(lambda *args: recovered.append(1))
     step = trainer.step_batch(batch(trainer), training=True)
     terms = trainer.compute_loss(step).terms
-    assert set(terms) == {"task", "kd"}
+    assert {name for name in terms if not name.startswith("kd_")} == {"task", "kd"}
     assert len(seen) == 1 and torch.equal(seen[0], step.data) and not recovered
 
 
@@ -144,7 +144,19 @@ ABLATION_ROWS = {
     "DSMMTrainerNoPGMA": (None, True, "DSMMPretrainTrainer"),  # Table 3 (d)
     "DSMMTrainerBinaryCode": ("binary", False, "DSMMPretrainTrainer"),  # Fig. 5 binary code
     "DSMMTrainerUnconditionedHeads": ("unconditioned", False, "DSMMPretrainTrainer"),  # control of Fig. 5
+    "DSMMTrainerPGMATeacher": ("text", True, "DSMMPretrainTrainer"),  # complete-then-distill study
+    "DSMMTrainerStandardizedKD": ("text", True, "DSMMPretrainTrainer"),
+    "DSMMTrainerDeepKD": ("text", True, "DSMMPretrainTrainer"),
+    "DSMMTrainerDetachedKD": ("text", True, "DSMMPretrainTrainer"),
+    "DSMMTrainerBeta001": ("text", True, "DSMMPretrainTrainer"),
 }
+
+
+def test_every_row_of_every_ablation_table_is_checked_here():
+    from nnunet_dsmm.ablation import BASELINES, TABLES
+
+    rows = {row.trainer for table in TABLES.values() for row in table.rows}
+    assert rows - {row.trainer for row in BASELINES} <= set(ABLATION_ROWS)
 
 
 @pytest.mark.parametrize("name", list(ABLATION_ROWS))
@@ -164,7 +176,8 @@ def test_each_ablation_row_builds_its_network_and_chains_to_its_earlier_stages(n
     assert stages[PRETRAINED].__name__ == pretrain and (TEACHER in stages) == ctd
     output = trainer.train_step(batch(trainer))
     refines = name not in ("DSMMTrainerAvailableKD", "DSMMTrainerFrozenRecovery")
-    assert set(output["terms"][0]) == ({"task", "kd"} | ({"mrec"} if refines else set()) if ctd else {"task"})
+    logged = {term for term in output["terms"][0] if not term.startswith("kd_")}
+    assert logged == ({"task", "kd"} | ({"mrec"} if refines else set()) if ctd else {"task"})
 
 
 @pytest.mark.parametrize(("name", "conditioned"), [("DSMMTrainerNoCTD", True),
@@ -212,3 +225,30 @@ def test_f_and_t_get_the_all_modalities_code_for_full_modal_input(name, tmp_path
     codes = record_codes(teacher)
     trainer.train_step(batch(trainer))
     assert codes and all(bool(code.all()) for code in codes)
+
+
+@pytest.mark.parametrize("name, levels", [
+    ("DSMMTrainer", ["enc0", "enc1", "bottleneck", "dec0", "dec1"]),
+    ("DSMMTrainerDeepKD", ["bottleneck", "dec0", "dec1"])])
+def test_every_kd_level_is_its_own_logged_term_and_eq4_is_their_sum(name, levels, tmp_path):
+    trainer = build_trainer(name, tmp_path)
+    terms = trainer.compute_loss(trainer.step_batch(batch(trainer), training=True)).terms
+    per_level = {term.removeprefix("kd_"): value for term, value in terms.items() if term.startswith("kd_")}
+    assert list(per_level) == levels
+    assert torch.allclose(sum(per_level.values()), terms["kd"].detach())
+    assert torch.allclose(trainer.total_loss(terms), terms["task"] + trainer.alpha * terms["mrec"]
+                          + trainer.beta * terms["kd"])
+
+
+def test_the_pgma_teacher_variant_distils_from_the_student_of_a_plus_pgma_model(tmp_path):
+    from nnunet_dsmm.network import PromptAdaptiveUNet
+    from nnunet_dsmm.trainers.dsmm import DSMMTrainerNoCTD
+
+    trainer = build_trainer("DSMMTrainerPGMATeacher", tmp_path)
+    assert type(trainer).earlier_stages()[TEACHER] is DSMMTrainerNoCTD
+    assert isinstance(trainer.teacher, PromptAdaptiveUNet) and not hasattr(trainer.teacher, "recovery")
+    checkpoint = torch.load(tmp_path / "DSMMTrainerNoCTD.pth", weights_only=False)["network_weights"]
+    for key, value in trainer.teacher.state_dict().items():
+        if key != "prompt_embeddings":
+            assert torch.equal(value, checkpoint["student." + key]), key
+    trainer.train_step(batch(trainer))

@@ -11,7 +11,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
-from nnunet_dsmm.losses import distillation_loss_eq4
+from nnunet_dsmm.losses import feature_distances
 from nnunet_dsmm.masking import apply_channel_mask
 from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, freeze_unused_heads
 from nnunet_dsmm.text_encoder import embedding_dim
@@ -19,6 +19,17 @@ from nnunet_dsmm.trainers.base import DSMMTrainerBase, StepBatch, StepResult
 from nnunet_dsmm.trainers.pretrain import DSMMPretrainNoDATrainer, DSMMPretrainTrainer
 from nnunet_dsmm.trainers.stages import PRETRAINED, TEACHER, backbone_state, check_same_backbone
 from nnunet_dsmm.trainers.teacher import DSMMBaselineTrainer, DSMMTeacherTrainer
+
+#: which levels ``kd_levels`` may name
+KD_LEVELS = ("all", "deep")
+
+
+def kd_level_names(num_levels: int) -> list[str]:
+    """Names of the 2n - 1 feature levels of an n-stage U-Net, in ``unet_features`` order: the encoder stages
+    above the bottleneck enc0 (full resolution) ... enc<n-2>, the bottleneck, then the decoder stages dec0
+    (lowest resolution) ... dec<n-2> (full resolution)."""
+    decoder = num_levels // 2
+    return [f"enc{i}" for i in range(decoder)] + ["bottleneck"] + [f"dec{i}" for i in range(decoder)]
 
 
 class DSMMTrainer(DSMMTrainerBase):
@@ -38,6 +49,10 @@ class DSMMTrainer(DSMMTrainerBase):
     #: Eq. 7 minimises β·L_KD over θ_M too: L_KD's gradient reaches M_rec through T's features of x̂_full
     #: (the paper's reading; it is what makes α matter under Adam). False: T's features are constants
     kd_reaches_recovery: bool = True
+    #: the levels of Eq. 4: "all" (every encoder and decoder stage) or "deep" (bottleneck and decoder stages)
+    kd_levels: str = "all"
+    #: how Eq. 4 compares a level's features (losses.FEATURE_DISTANCES): "mse" (the paper's) or "standardized"
+    kd_distance: str = "mse"
     #: recompute T's and M_rec's inner activations stage by stage in the backward pass instead of keeping them
     checkpoint_activations: bool = False
     #: L_task: "dice_ce" (nnU-Net's Dice + CE, Dice + BCE for regions) or "dice" (the paper's Dice alone,
@@ -49,7 +64,9 @@ class DSMMTrainer(DSMMTrainerBase):
     loss_terms = {"task": "L_task, segmentation loss of the student on modality-dropped real data (Eq. 7)",
                   "mrec": "L_Mrec, L_seg of frozen T on the completed x̂_full (Eq. 5, times α)",
                   "kd": "L_KD, multi-scale feature distillation between T and S (Eq. 4, times β; moves S, and "
-                        "M_rec through T unless kd_reaches_recovery is off)"}
+                        "M_rec through T unless kd_reaches_recovery is off)",
+                  "kd_<level>": "one level's term of L_KD (enc0 = full resolution ... bottleneck, dec0 = lowest "
+                                "resolution ...), not weighted by β, logged only"}
 
     @classmethod
     def earlier_stages(cls) -> dict:
@@ -73,6 +90,8 @@ class DSMMTrainer(DSMMTrainerBase):
         return self.network_module.student
 
     def initialize(self):
+        if self.kd_levels not in KD_LEVELS:
+            raise ValueError(f"nnunet-dsmm: kd_levels must be one of {KD_LEVELS}, got {self.kd_levels!r}")
         super().initialize()
         net = self.network_module
         phi_state = self.stage_networks.pop(PRETRAINED).state_dict()  # only its weights are kept
@@ -125,8 +144,12 @@ class DSMMTrainer(DSMMTrainerBase):
         # T is frozen: it needs a graph only to pass L_Mrec's gradient back to M_rec's completions
         with nullcontext() if x_full.requires_grad else torch.no_grad():
             teacher_features, teacher_logits = self.teacher_outputs(x_full)
-        terms = {"task": self.loss(segmentation, target),
-                 "kd": distillation_loss_eq4(teacher_features, student_features, self.kd_reaches_recovery)}
+        levels = kd_level_names(len(student_features))
+        chosen = [i for i, name in enumerate(levels) if self.kd_levels == "all" or not name.startswith("enc")]
+        distances = feature_distances([teacher_features[i] for i in chosen], [student_features[i] for i in chosen],
+                                      self.kd_reaches_recovery, self.kd_distance)
+        terms = {"task": self.loss(segmentation, target), "kd": torch.stack(distances).sum(),
+                 **{f"kd_{levels[i]}": d.detach() for i, d in zip(chosen, distances)}}
         if teacher_logits is not None:  # a constant when no sample misses a channel, still reported
             terms["mrec"] = self.teacher_loss(teacher_logits, step.full_resolution_target)
         return terms
@@ -204,10 +227,43 @@ class DSMMTrainerUnconditionedHeads(DSMMTrainerNoCTD):
 
 
 class DSMMTrainerDetachedKD(DSMMTrainer):
-    """Reading of Eq. 7 (not the paper's row): L_KD moves the student only, M_rec is refined by L_Mrec
-    alone (α then acts only through weight decay and gradient clipping under Adam)."""
+    """Reading of Eq. 7 (not the paper's row); complete-then-distill study, hypothesis "KD reaching M_rec":
+    L_KD moves the student only, M_rec is refined by L_Mrec alone (α then acts only through weight decay
+    and gradient clipping under Adam), so M_rec cannot learn to make T's features look like the student's."""
 
     kd_reaches_recovery = False
+
+
+class DSMMTrainerPGMATeacher(DSMMTrainer):
+    """Complete-then-distill study, hypothesis "unrelated feature bases": the teacher is the "+ PGMA" model
+    (``DSMMTrainerNoCTD``, fine-tuned from φθ like the student) instead of stage 1 trained from scratch, so
+    that Eq. 4 compares features of two networks that share their initialisation. The paper does not say
+    which segmentation model T is (footnote 1 of its method section)."""
+
+    teacher_trainer = DSMMTrainerNoCTD
+
+
+class DSMMTrainerStandardizedKD(DSMMTrainer):
+    """Complete-then-distill study, hypothesis "unrelated feature bases" (scale): Eq. 4 on features standardised
+    per channel and sample over their voxels, so that no level's scale dominates L_KD and β means the same
+    at every level. The paper names no normalisation for Eq. 4."""
+
+    kd_distance = "standardized"
+
+
+class DSMMTrainerDeepKD(DSMMTrainer):
+    """Complete-then-distill study, hypothesis "levels the student cannot match": Eq. 4 on the bottleneck and
+    the decoder stages only, not on the encoder stages above the bottleneck, which are near-local functions of
+    the channels the student does not see. The paper names no levels ("multi-scale features")."""
+
+    kd_levels = "deep"
+
+
+class DSMMTrainerBeta001(DSMMTrainer):
+    """Complete-then-distill study, hypothesis "β does not transfer": β = 0.01 instead of the paper's 0.1
+    (our Eq. 4 averages each level over its elements, the paper's scale is not stated)."""
+
+    beta = 0.01
 
 
 class DSMMTrainerDiceOnly(DSMMTrainer):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from nnunet_dsmm.errors import DSMMError
+from nnunet_dsmm.network import DSMMNetwork
 
 #: encoder and decoder of a U-Net, without its prediction layers
 BACKBONE_PREFIXES = ("encoder.", "decoder.stages.", "decoder.transpconvs.")
@@ -112,7 +113,12 @@ def load_frozen_stage(trainer, stage_trainer: type, role: StageRole) -> nn.Modul
     network.load_state_dict(weights)
     network.requires_grad_(False)
     trainer.print_to_log_file(f"nnunet-dsmm: {role.name} ({stage_trainer.__name__}) loaded from {path}")
-    return network.eval().to(trainer.device)
+    return segmentation_model(network).eval().to(trainer.device)
+
+
+def segmentation_model(network: nn.Module) -> nn.Module:
+    """The network a later stage uses: a stage-3 model (student + M_rec) serves through its student."""
+    return network.student if isinstance(network, DSMMNetwork) else network
 
 
 def load_earlier_stages(trainer) -> dict[StageRole, nn.Module]:
