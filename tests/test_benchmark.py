@@ -25,6 +25,7 @@ def test_benchmark_reports_every_trainer_side_by_side_with_nnunet(tmp_path):
     report = json.loads(out.read_text())
     training = report["training"]
     assert list(training) == ["nnUNetTrainer", "DSMMPretrainTrainer", "DSMMTrainer"]
+    stock = training["nnUNetTrainer"]
     for name, entry in training.items():
         assert len(entry["step_ms"]) == 2 and entry["median_ms"] > 0, name
         assert entry["resident_bytes"] > 0, name
@@ -32,28 +33,30 @@ def test_benchmark_reports_every_trainer_side_by_side_with_nnunet(tmp_path):
             assert entry["peak_memory_bytes"] > entry["resident_bytes"], name
         else:  # no /proc/self/clear_refs here: the report says "n/a" rather than a wrong figure
             assert entry["peak_memory_bytes"] is None and entry["memory_ratio"] is None, name
-        assert entry["time_ratio"] == pytest.approx(entry["median_ms"] / training["nnUNetTrainer"]["median_ms"])
+        if name != "nnUNetTrainer":  # every ratio is to stock nnU-Net measured in the same run
+            assert entry["time_ratio"] == pytest.approx(entry["median_ms"] / stock["median_ms"])
         assert not entry["compiled"]
-    assert training["nnUNetTrainer"]["time_ratio"] == 1.0
     # DSMMTrainer holds student, M_rec, the frozen teacher and Adam's two moments
     assert training["DSMMTrainer"]["resident_bytes"] > 2 * training["nnUNetTrainer"]["resident_bytes"]
     prediction = report["prediction"]
     assert prediction["use_mirroring"] is False and prediction["case_shape"] == [56, 56, 48]
-    assert prediction["nnUNetTrainer"]["ratio"] == 1.0 and prediction["DSMMTrainer"]["median_s"] > 0
+    assert prediction["DSMMTrainer"]["ratio"] == pytest.approx(
+        prediction["DSMMTrainer"]["median_s"] / prediction["nnUNetTrainer"]["median_s"])
     assert report["plan"] == {"source": "synthetic:cpu-small", "configuration": "3d_fullres",
                               "patch_size": [40, 40, 32], "batch_size": 2, "features_per_stage": [32, 64, 128, 256],
                               "input_channels": 4}
     environment = report["environment"]
     assert environment["device"] == "cpu" and environment["torch"] == torch.__version__
     assert environment["nnunetv2"] == version("nnunetv2") and environment["nnunet_dsmm"] == version("nnunet-dsmm")
-    assert report["targets"] == {"training_step_time": 2.5, "training_peak_memory": 2.5, "prediction_time": 1.05,
-                                 "all_combinations_time": 4.0}
     combinations = report["combinations"]
     assert combinations["combinations"] == 15
     for name in ("stock, one prediction", "one combination at a time", "batched combinations"):
         assert combinations[name]["median_s"] > 0 and len(combinations[name]["seconds"]) == 1, name
-    assert combinations["stock, one prediction"]["ratio"] == 1.0
+    batched = combinations["batched combinations"]
+    assert batched["ratio"] == pytest.approx(batched["median_s"] / combinations["stock, one prediction"]["median_s"])
     table = result.stdout
+    # the table a user reads states every target next to the measured ratios
+    assert all(f"<= {value}x" in table for value in report["targets"].values())
     assert "batched combinations" in table
     assert "x nnU-Net" in table and "DSMMPretrainTrainer" in table and "prediction, one case" in table
     # the trainers' logs went to a temporary folder, not into the user's nnUNet_results

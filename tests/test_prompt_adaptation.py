@@ -11,7 +11,7 @@ from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from nnunet_dsmm.hypernetwork import HyperPredictionHeads
-from nnunet_dsmm.losses import distillation_loss_eq4
+from nnunet_dsmm.losses import distillation_loss_eq4, feature_distances
 from nnunet_dsmm.modalities import all_combinations, prompt
 from nnunet_dsmm.network import (
     DSMMNetwork,
@@ -86,13 +86,19 @@ def test_hypernetwork_heads_differ_between_codes_and_agree_for_equal_codes(sourc
     assert torch.allclose(student(x, codes), outputs[0])
 
 
-def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True, checkpoint=False, kd_reaches_recovery=True):
+def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True, checkpoint=False, kd_reaches_recovery=True,
+              teacher_kind="plain"):
+    """A DSMMTrainer stand-in with small networks; ``teacher_kind`` "plain" (a U-Net, Table 3) or "pgma"
+    (a prompt-adaptive U-Net, DSMMTrainer's stage-1 T, which predicts with the all-modalities code)."""
     torch.manual_seed(0)
-    teacher = small_unet(4, 3).requires_grad_(False).eval()
+    teacher = small_unet(4, 3) if teacher_kind == "plain" else \
+        PromptAdaptiveUNet(small_unet(4, 3), 4, 3, "binary", prompt_dim=8)
+    teacher = teacher.requires_grad_(False).eval()
     student = PromptAdaptiveUNet(small_unet(4, 3, deep_supervision=True), 4, 3, "binary", prompt_dim=8)
     trainer = SimpleNamespace(
         network=DSMMNetwork(student, freeze_unused_heads(small_unet(4, 4))), teacher=teacher, alpha=alpha, beta=beta,
         complete_with_recovery=complete_with_recovery, kd_reaches_recovery=kd_reaches_recovery,
+        kd_levels=DSMMTrainer.kd_levels, kd_distance=DSMMTrainer.kd_distance,
         teacher_outputs=TeacherOutputs(teacher, complete_with_recovery and alpha > 0, checkpoint),
         loss=lambda outputs, target: sum(MemoryEfficientSoftDiceLoss(apply_nonlin=torch.sigmoid, do_bg=True)(o, t)
                                          for o, t in zip(outputs, target)),
@@ -107,19 +113,23 @@ def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True, checkpoint=False
 
 
 def trainer_terms(trainer, real, available, keep, target) -> dict:
-    """The trainer's own Eq. 7 terms for a batch whose student sees the channels ``keep``."""
-    return DSMMTrainer.ctd_losses(trainer, StepBatch(real, target, available, training=True), keep)
+    """The trainer's own Eq. 7 terms for a batch whose student sees the channels ``keep`` (without the
+    per-level copies of L_KD, which are logged only)."""
+    terms = DSMMTrainer.ctd_losses(trainer, StepBatch(real, target, available, training=True), keep)
+    return {name: value for name, value in terms.items() if not name.startswith("kd_")}
 
 
 def grads_of(module):
     return [p.grad for p in module.parameters()]
 
 
+@pytest.mark.parametrize("teacher_kind", ["plain", "pgma"])
 @pytest.mark.parametrize("term, kd_reaches_recovery, moves", [
     ("task", True, {"student"}), ("mrec", True, {"recovery"}), ("kd", True, {"student", "recovery"}),
     ("kd", False, {"student"})])
-def test_each_term_of_eq7_reaches_only_its_modules(term, kd_reaches_recovery, moves):
-    trainer, real, available, keep, target = ctd_setup(kd_reaches_recovery=kd_reaches_recovery)
+def test_each_term_of_eq7_reaches_only_its_modules(term, kd_reaches_recovery, moves, teacher_kind):
+    trainer, real, available, keep, target = ctd_setup(kd_reaches_recovery=kd_reaches_recovery,
+                                                       teacher_kind=teacher_kind)
     terms = trainer_terms(trainer, real, available, keep, target)
     assert set(terms) == {"task", "mrec", "kd"}
     terms[term].backward()
@@ -146,7 +156,11 @@ def plain_eq7_terms(trainer, real, available, keep, target) -> dict:
     skips, features = unet_features(trainer.teacher.encoder, trainer.teacher.decoder, x_full)
     kd = sum(((t if trainer.kd_reaches_recovery else t.detach()) - s).pow(2).mean()
              for t, s in zip(skips + features, student_features))
-    mrec = trainer.teacher_loss(trainer.teacher.decoder.seg_layers[-1](features[-1]), target[0])
+    if isinstance(trainer.teacher, PromptAdaptiveUNet):  # T of x̂_full is told that every modality is there
+        logits = trainer.teacher.predict(skips, features, torch.ones(len(real), 4, dtype=torch.bool))[0]
+    else:
+        logits = trainer.teacher.decoder.seg_layers[-1](features[-1])
+    mrec = trainer.teacher_loss(logits, target[0])
     return {"task": trainer.loss(segmentation, target), "mrec": mrec, "kd": kd}
 
 
@@ -158,10 +172,11 @@ def terms_and_grads(trainer, compute, *args) -> tuple[dict, dict]:
     return {k: v.detach() for k, v in terms.items()}, grads
 
 
+@pytest.mark.parametrize("teacher_kind", ["plain", "pgma"])
 @pytest.mark.parametrize("checkpoint", [False, True])
 @pytest.mark.parametrize("complete_rows", [[], [1], [0, 1]])
-def test_the_lean_step_computes_the_same_loss_and_gradients_as_plain_eq7(complete_rows, checkpoint):
-    trainer, real, available, keep, target = ctd_setup(checkpoint=checkpoint)
+def test_the_lean_step_computes_the_same_loss_and_gradients_as_plain_eq7(complete_rows, checkpoint, teacher_kind):
+    trainer, real, available, keep, target = ctd_setup(checkpoint=checkpoint, teacher_kind=teacher_kind)
     trainer.network.checkpoint_recovery = checkpoint
     available[complete_rows] = True
     real = torch.randn_like(real) * available[..., None, None, None]
@@ -205,6 +220,23 @@ def test_distillation_loss_matches_autograd_and_moves_only_the_student(dtype):
     for s, r in zip(students, reference):
         assert s.grad.dtype == dtype and torch.allclose(s.grad.double(), r.grad, rtol=tolerance, atol=1e-6)
     assert all(t.grad is None for t in teachers)
+
+
+def test_standardized_distance_ignores_each_channels_scale_and_offset_but_not_its_pattern():
+    torch.manual_seed(0)
+    student = torch.randn(2, 3, 6, 6, 6, requires_grad=True)
+    pattern = torch.randn(2, 3, 6, 6, 6)
+    scale, offset = torch.rand(1, 3, 1, 1, 1) * 50 + 0.5, torch.randn(1, 3, 1, 1, 1) * 10
+    rescaled = feature_distances([student.detach() * scale + offset], [student], distance="standardized")[0]
+    assert rescaled.item() < 1e-6
+    other = feature_distances([pattern * scale + offset], [student], distance="standardized")[0]
+    assert other.item() > 0.5
+    other.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    louder = feature_distances([10 * (pattern * scale + offset)], [student.detach()], distance="standardized")[0]
+    assert louder.item() == pytest.approx(other.item(), rel=1e-4)
+    mse = [feature_distances([k * pattern], [student.detach()])[0].item() for k in (1, 30)]
+    assert mse[1] > 100 * mse[0]
 
 
 def test_generated_heads_equal_a_per_sample_1x1x1_convolution():
