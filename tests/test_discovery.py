@@ -15,31 +15,45 @@ from importlib.metadata import distributions
 
 from nnunet_dsmm.discovery import ENTRY_POINT_GROUP
 
-OUR_CLASSES = {
-    "DSMMFingerprintExtractor": ("experiment_planning", "nnunet_dsmm.planners.fingerprint"),
-    "DSMMPlanner": ("experiment_planning", "nnunet_dsmm.planners.planner"),
-    "DSMMPlannerResEncM": ("experiment_planning", "nnunet_dsmm.planners.planner"),
-    "DSMMPlannerResEncL": ("experiment_planning", "nnunet_dsmm.planners.planner"),
-    "DSMMPlannerResEncXL": ("experiment_planning", "nnunet_dsmm.planners.planner"),
-    "DSMMPreprocessor": ("preprocessing", "nnunet_dsmm.planners.preprocessor"),
-    "DSMMTeacherTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),
-    "DSMMBaselineTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),
-    "DSMMPretrainTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.pretrain"),
-    "DSMMPretrainNoDATrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.pretrain"),
-    "DSMMTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMTrainerNoCTD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMFinetuneDATrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMFinetuneMaskRecTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMTrainerNoPGMA": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMTrainerFrozenRecovery": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMTrainerAvailableKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMTrainerBinaryCode": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMTrainerUnconditionedHeads": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMTrainerDetachedKD": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMTrainerDiceOnly": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-    "DSMMBaselineComputeMatchedTrainer": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.teacher"),
-    "DSMMTrainerLowMemory": ("training/nnUNetTrainer", "nnunet_dsmm.trainers.dsmm"),
-}
+#: nnU-Net's base class of each kind of class it looks up by name, and the folder it searches for it
+NNUNET_KINDS = (("nnunetv2.training.nnUNetTrainer.nnUNetTrainer", "nnUNetTrainer", "training/nnUNetTrainer"),
+                ("nnunetv2.experiment_planning.experiment_planners.default_experiment_planner",
+                 "ExperimentPlanner", "experiment_planning"),
+                ("nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor",
+                 "DatasetFingerprintExtractor", "experiment_planning"),
+                ("nnunetv2.preprocessing.preprocessors.default_preprocessor", "DefaultPreprocessor", "preprocessing"))
+
+
+def classes_of_ours() -> dict[str, tuple[str, str]]:
+    """Every trainer, planner, fingerprint extractor and preprocessor class defined in our package (bases
+    named ``...Base`` excepted): class name -> (nnU-Net folder it is looked up in, module that defines it).
+    Read from the code, so that a new variant without an entry point fails the lookup tests below."""
+    import importlib
+    import pkgutil
+
+    import nnunet_dsmm.planners
+    import nnunet_dsmm.trainers
+
+    kinds = [(getattr(importlib.import_module(module), name), folder) for module, name, folder in NNUNET_KINDS]
+    found = {}
+    for package in (nnunet_dsmm.trainers, nnunet_dsmm.planners):
+        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            for cls in vars(importlib.import_module(info.name)).values():
+                if not isinstance(cls, type) or cls.__module__ != info.name or cls.__name__.endswith("Base"):
+                    continue
+                folder = next((folder for base, folder in kinds if issubclass(cls, base)), None)
+                if folder is not None:
+                    found[cls.__name__] = (folder, info.name)
+    return found
+
+
+OUR_CLASSES = classes_of_ours()
+
+
+def test_the_classes_of_ours_are_found_in_the_code():
+    assert {"DSMMTrainer", "DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMPlanner", "DSMMPreprocessor",
+            "DSMMFingerprintExtractor"} <= set(OUR_CLASSES)
+    assert len([name for name in OUR_CLASSES if name.startswith("DSMMTrainer")]) > 10
 
 
 def fresh_python(code: str) -> subprocess.CompletedProcess:
