@@ -59,7 +59,7 @@ def image_case_and_channel(path: str, dataset_json: dict) -> tuple[str, int]:
     file = os.path.basename(path)
     match = re.fullmatch(r"(?P<case>.+)_(?P<channel>\d{4})" + re.escape(ending), file)
     if match is None:
-        raise raw_error(file.removesuffix(ending), path, f"name does not end in _XXXX{ending}")
+        raise raw_error(file.removesuffix(ending), path, f"name does not end in _XXXX{ending} (XXXX: channel)")
     n, channel = num_channels(dataset_json), int(match["channel"])
     if channel >= n:
         raise raw_error(match["case"], path, f"channel index {channel:04d} is not declared in dataset.json, "
@@ -107,7 +107,8 @@ def scan_cases(images_dir: str, labels_dir: str | None, dataset_json: dict) -> t
             case.label = labels.get(name)
             if case.label is None:
                 problems.append(str(raw_error(name, os.path.join(labels_dir, name + ending),
-                                              "training case has no label file")))
+                                              "training case has no label file: add it, or move the case "
+                                              "to imagesTs")))
         for name, label in labels.items():
             if name not in cases:
                 problems.append(str(raw_error(name, label, "label exists but the case has no channel file at all")))
@@ -127,19 +128,22 @@ def training_cases(raw_dataset_folder: str, dataset_json: dict) -> list[RawCase]
                       os.path.join(raw_dataset_folder, "labelsTr"), dataset_json)
 
 
-def _geometry_mismatch(reference: dict, other: dict, prefix: str = "") -> str | None:
-    """Name of the first geometry entry (spacing, origin, direction, affine...) that differs."""
+_USER_NAMES = {"original_affine": "affine", "reoriented_affine": "reoriented affine"}  # nnU-Net's -> user's words
+
+
+def _geometry_mismatch(reference: dict, other: dict) -> str | None:
+    """The first geometry entry (spacing, origin, direction, affine...) that differs, in the user's words."""
     for key, value in reference.items():
         if key not in other:
             continue
         if isinstance(value, dict):
-            found = _geometry_mismatch(value, other[key], prefix + key + ".")
+            found = _geometry_mismatch(value, other[key])
             if found:
                 return found
             continue
         a, b = np.asarray(value, dtype=float), np.asarray(other[key], dtype=float)
         if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-4):
-            return f"{prefix}{key} {tuple(np.round(b, 5).ravel().tolist())} differs from " \
+            return f"{_USER_NAMES.get(key, key)} {tuple(np.round(b, 5).ravel().tolist())} differs from " \
                    f"{tuple(np.round(a, 5).ravel().tolist())}"
     return None
 
@@ -158,48 +162,60 @@ def count_nonfinite(path: str, image: np.ndarray) -> int:
     return count
 
 
-def read_case(case: RawCase, channels: int, reader_writer_class) -> tuple[np.ndarray, np.ndarray | None, dict,
-                                                                            np.ndarray]:
+def read_case(case: RawCase, channels: int, reader_writer_class, errors: list[str] | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None, dict, np.ndarray]:
     """Read one case with every channel at its index.
 
     Returns ``(data, seg, properties, available)``: data (C, X, Y, Z) float32 with zeros for
     missing channels, the label (1, X, Y, Z) or None, nnU-Net's image properties, and one bool
-    per channel (False where the file is absent or all zero).
+    per channel (False where the file is absent or all zero). The first problem raises
+    ``RawDataError``; given an ``errors`` list, every problem is appended to it and reading goes on.
     """
+    def fail(path: str | None, problem: str) -> None:
+        if errors is None:
+            raise raw_error(case.name, path, problem)
+        errors.append(str(raw_error(case.name, path, problem)))
+
+    def read(path: str, reader) -> tuple:
+        """Image, properties and NaN/inf voxel count of a file; Nones if it cannot be read."""
+        try:
+            image, props = reader(path)
+            return image, props, count_nonfinite(path, image)
+        except Exception as error:  # ITK and nibabel raise many kinds for a broken file
+            fail(path, f"cannot be read ({str(error).strip().splitlines()[-1]}); write it again")
+        return None, None, 0
+
     rw = reader_writer_class()
-    reference_path, reference_shape, properties = None, None, None
-    data = None
+    reference_path, reference_shape, properties, data = None, None, None, None
     available = np.zeros(channels, dtype=bool)
+    grid = "; all files of a case must share one voxel grid: resample this file onto the others'"
     for channel, path in sorted(case.images.items()):
-        image, props = rw.read_images([path])
-        bad = count_nonfinite(path, image)
+        image, props, bad = read(path, lambda p: rw.read_images([p]))
         if bad:
-            raise raw_error(case.name, path, f"{bad} voxels are NaN or infinite")
+            fail(path, f"{bad} voxels are NaN or infinite; replace them (e.g. by 0)")
+        if image is None:
+            continue
         if data is None:
-            reference_path, reference_shape, properties = path, image.shape[1:], props
+            reference_path, reference_shape, properties, ref = path, image.shape[1:], props, os.path.basename(path)
             data = np.zeros((channels, *reference_shape), dtype=np.float32)
         elif image.shape[1:] != reference_shape:
-            raise raw_error(case.name, path, f"size {image.shape[1:]} differs from {reference_shape} "
-                                             f"of {os.path.basename(reference_path)}")
-        else:
-            mismatch = _geometry_mismatch(properties, props)
-            if mismatch:
-                raise raw_error(case.name, path, f"{mismatch} of {os.path.basename(reference_path)}")
+            fail(path, f"size {image.shape[1:]} differs from {reference_shape} of {ref}{grid}")
+            continue
+        elif mismatch := _geometry_mismatch(properties, props):
+            fail(path, f"{mismatch} of {ref}{grid}")
         data[channel] = image[0]
         available[channel] = bool(np.any(image))
-    if not available.any():
-        raise raw_error(case.name, reference_path, "every channel is all zero: the case has no modality at all")
+    if data is not None and not available.any():
+        fail(reference_path, "every channel is all zero: the case has no modality at all")
     seg = None
     if case.label is not None:
-        seg, seg_props = rw.read_seg(case.label)
-        if seg.shape[1:] != reference_shape:
-            raise raw_error(case.name, case.label, f"label size {seg.shape[1:]} differs from image size "
-                                                   f"{reference_shape}")
-        mismatch = _geometry_mismatch(properties, seg_props)
-        if mismatch:
-            raise raw_error(case.name, case.label, f"label {mismatch} of {os.path.basename(reference_path)}")
-        if count_nonfinite(case.label, seg):
-            raise raw_error(case.name, case.label, "label contains NaN or infinite values")
+        seg, seg_props, bad = read(case.label, rw.read_seg)
+        if seg is not None and data is not None and seg.shape[1:] != reference_shape:
+            fail(case.label, f"label size {seg.shape[1:]} differs from image size {reference_shape}{grid}")
+        elif seg is not None and data is not None and (mismatch := _geometry_mismatch(properties, seg_props)):
+            fail(case.label, f"label {mismatch} of {ref}{grid}")
+        if bad:
+            fail(case.label, "label contains NaN or infinite values; a label holds whole class numbers only")
     return data, seg, properties, available
 
 
