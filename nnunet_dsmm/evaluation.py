@@ -3,10 +3,12 @@
 Each model is loaded once with nnU-Net's predictor; each case is preprocessed once, and the
 2^M - 1 combinations are made by zeroing channels of the preprocessed data in memory (a missing
 channel is exactly zero after preprocessing, so this equals deleting its file). Predictions are
-saved per model and combination, which makes a re-run skip what is already there.
+saved per model and combination, which makes a re-run skip what is already there. Several folds
+(``-f 0 1 2 3 4``) are ensembled by nnU-Net's predictor as ``nnUNetv2_predict`` does.
 
 Metrics: Dice and HD95 from MONAI (maintained, spacing-aware, used across medical imaging);
-empty masks follow an explicit, configurable convention (BraTS's by default).
+empty masks follow an explicit, configurable convention (BraTS's by default). ET post-processing of
+the missing-modality literature (off by default): see ``nnunet_dsmm.postprocessing``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunet_dsmm.errors import DSMMError
+from nnunet_dsmm.locations import as_folds
 from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
+from nnunet_dsmm.postprocessing import add_post_processed_et, enhancing_tumour_region, post_processed_name
 from nnunet_dsmm.raw_data import available_channels, list_cases
 
 if TYPE_CHECKING:
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
 #: combinations of a case per network call when not given: all of them on a GPU; on CPU, groups of 4
 #: were fastest (cpu-small plan, 2 cores: 15 one at a time 11.2-11.8 s, groups of 4 9.7-10.4 s, all 15 11.9-12.2 s)
 CPU_COMBINATIONS_PER_BATCH = 4
+#: how the predictions of a model folder were made (folds, checkpoint, mirroring), next to them
+PREDICTION_SETTINGS = "prediction_settings.json"
 
 
 def default_combinations_per_batch(device: str) -> int | None:
@@ -96,7 +102,8 @@ def predict_logits_of_combinations(predictor, volumes: torch.Tensor) -> torch.Te
     """nnU-Net's ``predict_logits_from_preprocessed_data`` for K volumes (K, C, *spatial) at once: every
     sliding-window tile goes through the network (and its mirrored views) as one batch of K, with
     nnU-Net's tiles, Gaussian weighting, padding and float16 accumulation. Falls back to one volume
-    at a time where the batched path does not apply (2D tiles on 3D data, several folds, no Gaussian)."""
+    at a time where the batched path does not apply (2D tiles on 3D data, no Gaussian; several folds, which
+    nnU-Net's ``predict_logits_from_preprocessed_data`` ensembles by averaging their logits)."""
     import torch
     from nnunetv2.utilities.helpers import dummy_context
 
@@ -115,15 +122,31 @@ def predict_logits_of_combinations(predictor, volumes: torch.Tensor) -> torch.Te
     return logits.cpu()
 
 
-def predict_combinations(model_folder: str, fold: int | str, images_dir: str, out_dir: str, model_name: str,
-                         device: str = "cpu", checkpoint: str = "checkpoint_final.pth",
+def check_prediction_settings(folder: str, settings: dict) -> None:
+    """Record how the predictions in ``folder`` are made; refuse to add to predictions made otherwise."""
+    path = os.path.join(folder, PREDICTION_SETTINGS)
+    if os.path.isfile(path):
+        with open(path) as f:
+            earlier = json.load(f)
+        if earlier != settings:
+            raise EvaluationError(f"nnunet-dsmm: {folder} holds predictions made with {earlier}, not {settings}; "
+                                  f"choose another output folder (-o)")
+        return
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(settings, f)
+
+
+def predict_combinations(model_folder: str, folds: int | str | Sequence[int | str], images_dir: str, out_dir: str,
+                         model_name: str, device: str = "cpu", checkpoint: str = "checkpoint_final.pth",
                          progress: tqdm | None = None, use_mirroring: bool = True,
                          combinations_per_batch: int | None = None) -> dict[str, dict[str, str]]:
     """Predict every case under every channel combination; returns {case: {code: prediction path}}.
 
     Up to ``combinations_per_batch`` combinations of a case (default: ``default_combinations_per_batch``)
     share each network call (see ``predict_logits_of_combinations``). Combinations that need a
-    channel the case lacks are skipped. Existing predictions are kept.
+    channel the case lacks are skipped. Existing predictions are kept (if made with the same folds,
+    checkpoint and mirroring). Several ``folds`` are ensembled as ``nnUNetv2_predict -f`` does.
     """
     import torch
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
@@ -133,8 +156,11 @@ def predict_combinations(model_folder: str, fold: int | str, images_dir: str, ou
         raise EvaluationError(f"nnunet-dsmm: combinations per batch must be at least 1, got {combinations_per_batch}")
     predictor = nnUNetPredictor(perform_everything_on_device=device == "cuda", device=torch.device(device),
                                 use_mirroring=use_mirroring, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(model_folder, use_folds=(fold,), checkpoint_name=checkpoint)
+    folds = as_folds(folds)
+    predictor.initialize_from_trained_model_folder(model_folder, use_folds=tuple(folds), checkpoint_name=checkpoint)
     predictor.network.load_state_dict(predictor.list_of_parameters[0])
+    check_prediction_settings(os.path.join(out_dir, model_name),
+                              {"folds": folds, "checkpoint": checkpoint, "use_mirroring": use_mirroring})
     dataset_json, plans, config = predictor.dataset_json, predictor.plans_manager, predictor.configuration_manager
     names = channel_names(dataset_json)
     preprocessor = config.preprocessor_class(verbose=False)
@@ -170,11 +196,14 @@ def predict_combinations(model_folder: str, fold: int | str, images_dir: str, ou
 
 
 def score_predictions(predictions: dict[str, dict[str, str]], labels_dir: str, dataset_json: dict, model: str,
-                      convention: EmptyMaskConvention, seed: str = "") -> list[dict]:
-    """One row per case × combination × region; ``seed`` names the independent training ("" if one)."""
+                      convention: EmptyMaskConvention, seed: str = "", et_min_voxels: int | None = None
+                      ) -> list[dict]:
+    """One row per case × combination × region; ``seed`` names the independent training ("" if one).
+    With ``et_min_voxels``, also the post-processed ET (``nnunet_dsmm.postprocessing``) as a region."""
     import SimpleITK as sitk
 
     names = channel_names(dataset_json)
+    et = enhancing_tumour_region(dataset_json) if et_min_voxels else None
     rows = []
     for case, by_code in predictions.items():
         reference_image = sitk.ReadImage(os.path.join(labels_dir, case + dataset_json["file_ending"]))
@@ -183,7 +212,10 @@ def score_predictions(predictions: dict[str, dict[str, str]], labels_dir: str, d
         for key, path in by_code.items():
             predicted = region_masks(sitk.GetArrayFromImage(sitk.ReadImage(path)), dataset_json)
             code = [c == "1" for c in key]
-            for region, reference in references.items():
+            truth = references
+            if et is not None:
+                predicted, truth = add_post_processed_et(predicted, references, et, et_min_voxels)
+            for region, reference in truth.items():
                 dsc, hd95 = dice_and_hd95(predicted[region], reference, spacing, convention)
                 rows.append({"model": model, "seed": seed, "case": case, "combination": combination_name(code, names),
                              "code": key, "region": region, "dsc": dsc, "hd95": hd95})
@@ -328,18 +360,24 @@ def heatmap(summary: dict, path: str) -> None:
     plt.close(fig)
 
 
-def evaluate(models: Sequence[tuple[str, str]] | None, fold: int | str, images_dir: str, labels_dir: str, out_dir: str,
-             device: str = "cpu", convention: EmptyMaskConvention = EmptyMaskConvention(),
-             checkpoint: str = "checkpoint_final.pth", use_mirroring: bool = True,
-             combinations_per_batch: int | None = None, trainings: dict[str, Sequence[tuple[str, str]]] | None = None
-             ) -> dict:
+def evaluate(models: Sequence[tuple[str, str]] | None, folds: int | str | Sequence[int | str], images_dir: str,
+             labels_dir: str, out_dir: str, device: str = "cpu",
+             convention: EmptyMaskConvention = EmptyMaskConvention(), checkpoint: str = "checkpoint_final.pth",
+             use_mirroring: bool = True,
+             combinations_per_batch: int | None = None, trainings: dict[str, Sequence[tuple[str, str]]] | None = None,
+             et_min_voxels: int | None = None) -> dict:
     """``models`` is a list of (name, trained model folder); or ``trainings`` maps each independent
-    training (seed) to its own such list, whose predictions go to ``predictions/<seed>/``. Writes
-    results.csv, summary.json, summary.md and heatmap.png into ``out_dir``; returns the summary."""
+    training (seed) to its own such list, whose predictions go to ``predictions/<seed>/``. Several
+    ``folds`` are ensembled. ``et_min_voxels`` (default off) adds the post-processed ET of the RFNet
+    lineage's evaluation code beside the raw one (``nnunet_dsmm.postprocessing``). Writes results.csv,
+    summary.json, summary.md and heatmap.png into ``out_dir``; returns the summary."""
     trainings = trainings or {"": models}
     first_folder = next(iter(trainings.values()))[0][1]
     with open(os.path.join(first_folder, "dataset.json")) as f:
         dataset_json = json.load(f)
+    if et_min_voxels is not None and et_min_voxels < 1:
+        raise EvaluationError(f"nnunet-dsmm: --et-min-voxels must be at least 1, got {et_min_voxels}")
+    et = enhancing_tumour_region(dataset_json) if et_min_voxels else None
     num_cases = len(list_cases(images_dir, None, dataset_json))
     combinations = len(all_combinations(len(channel_names(dataset_json))))
     total = sum(len(m) for m in trainings.values()) * num_cases * combinations
@@ -348,19 +386,27 @@ def evaluate(models: Sequence[tuple[str, str]] | None, fold: int | str, images_d
     with tqdm(total=total, desc="Predicting cases × combinations") as progress:
         for seed, seed_models in trainings.items():
             for name, folder in seed_models:
-                predictions = predict_combinations(folder, fold, images_dir, os.path.join(out_dir, "predictions", seed),
-                                                   name, device, checkpoint, progress, use_mirroring,
+                predictions = predict_combinations(folder, folds, images_dir,
+                                                   os.path.join(out_dir, "predictions", seed), name, device,
+                                                   checkpoint, progress, use_mirroring,
                                                    combinations_per_batch)
-                rows += score_predictions(predictions, labels_dir, dataset_json, name, convention, seed)
+                rows += score_predictions(predictions, labels_dir, dataset_json, name, convention, seed, et_min_voxels)
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows, dataset_json)
     summary["empty_mask_convention"] = asdict(convention)
+    summary["folds"] = as_folds(folds)
+    note = ""
+    if et:
+        summary["et_post_processing"] = {"region": et, "min_voxels": et_min_voxels,
+                                         "post_processed_region": post_processed_name(et, et_min_voxels)}
+        note = (f"\n{post_processed_name(et, et_min_voxels)}: {et} with a predicted {et} of fewer than {et_min_voxels} "
+                f"voxels set to background (RFNet's evaluation convention); {et}: as predicted.\n")
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
-        f.write(table1_markdown(summary))
+        f.write(table1_markdown(summary) + note)
     heatmap(summary, os.path.join(out_dir, "heatmap.png"))
     return summary

@@ -5,7 +5,9 @@ Each case is preprocessed as for prediction; M_rec completes the missing channel
 grow with the volume; x̂_full keeps the real ones); each recovered channel is brought back to the
 input geometry (resampling, crop and transpose reverted as nnU-Net does for its predictions) and
 written as ``CASE_XXXX`` so that nnU-Net would read it as that channel. Values are in the dataset's intensity scale: the
-case-normalised reconstruction times the channel's foreground std plus mean from the plans.
+case-normalised reconstruction times the channel's foreground std plus mean from the plans. With
+several folds, the reconstruction is the mean of the folds' reconstructions (as nnU-Net ensembles
+folds by averaging their outputs).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nnunet_dsmm.errors import DSMMError
+from nnunet_dsmm.locations import as_folds
 from nnunet_dsmm.modalities import channel_names
 from nnunet_dsmm.raw_data import RawDataError, available_channels, list_cases
 
@@ -94,23 +97,35 @@ def _preview(path: str, names: Sequence[str], inputs: np.ndarray, available: Seq
     plt.close(fig)
 
 
-def recover(model_folder: str, fold: int | str, images_dir: str, out_dir: str, hide: Sequence[str] = (),
-            cases: Sequence[str] | None = None, device: str = "cpu",
+def complete_case_with_folds(network, parameters: Sequence[dict], data: np.ndarray, available: np.ndarray,
+                             patch_size: Sequence[int], device) -> np.ndarray:
+    """``complete_case`` with each fold's weights in turn, averaged (one fold: that fold's x̂_full)."""
+    completed = None
+    for weights in parameters:
+        network.load_state_dict(weights)
+        fold_completed = complete_case(network, data, available, patch_size, device)
+        completed = fold_completed if completed is None else completed + fold_completed
+    return completed / len(parameters)
+
+
+def recover(model_folder: str, folds: int | str | Sequence[int | str], images_dir: str, out_dir: str,
+            hide: Sequence[str] = (), cases: Sequence[str] | None = None, device: str = "cpu",
             checkpoint: str = "checkpoint_final.pth") -> dict:
     """Write recovered channels, a preview PNG per case and ``recovery_metrics.json`` (PSNR/SSIM of
-    hidden channels, computed in the normalised space inside the nonzero region)."""
+    hidden channels, computed in the normalised space inside the nonzero region). Several ``folds``:
+    their reconstructions are averaged."""
     import SimpleITK as sitk
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     predictor = nnUNetPredictor(perform_everything_on_device=False, device=torch.device(device), allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(model_folder, use_folds=(fold,), checkpoint_name=checkpoint)
+    folds = as_folds(folds)
+    predictor.initialize_from_trained_model_folder(model_folder, use_folds=tuple(folds), checkpoint_name=checkpoint)
     network = predictor.network
     if not hasattr(network, "complete"):
         raise RecoveryError(f"nnunet-dsmm: the model in {model_folder} has no recovery module; use a DSMMTrainer "
                             f"model (or one of its ablations)")
-    network.load_state_dict(predictor.list_of_parameters[0])
     network.eval().to(device)
     dataset_json, plans, config = predictor.dataset_json, predictor.plans_manager, predictor.configuration_manager
     names = channel_names(dataset_json)
@@ -128,7 +143,7 @@ def recover(model_folder: str, fold: int | str, images_dir: str, out_dir: str, h
     os.makedirs(out_dir, exist_ok=True)
     preprocessor = config.preprocessor_class(verbose=False)
     intensity = plans.foreground_intensity_properties_per_channel
-    report: dict = {"model": model_folder, "hidden": list(hide), "cases": {}}
+    report: dict = {"model": model_folder, "folds": folds, "hidden": list(hide), "cases": {}}
     for case in all_cases:
         files = [case.images[c] for c in sorted(case.images)]
         data, _, properties = preprocessor.run_case(files, None, plans, config, dataset_json)
@@ -138,7 +153,8 @@ def recover(model_folder: str, fold: int | str, images_dir: str, out_dir: str, h
         if targets.size == 0 or not available.any():
             continue
         inputs = data * available[:, None, None, None]
-        completed = complete_case(network, inputs, available, config.patch_size, device)
+        completed = complete_case_with_folds(network, predictor.list_of_parameters, inputs, available,
+                                             config.patch_size, device)
         geometry = properties["sitk_stuff"]
         restored = _to_input_geometry(completed[targets], properties, plans, config)
         brain = _to_input_geometry((np.abs(inputs).sum(0, keepdims=True) > 0).astype(np.float32), properties,
