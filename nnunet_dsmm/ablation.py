@@ -21,7 +21,18 @@ import numpy as np
 
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.evaluation import mean_and_std, paired_wilcoxon, seed_label
-from nnunet_dsmm.experiment import SCHEDULES, Training, results_root, say, train_seed, trainings_for, unfinished
+from nnunet_dsmm.experiment import (
+    DONE,
+    SCHEDULES,
+    Training,
+    describe,
+    results_root,
+    say,
+    seed_steps,
+    train_command,
+    train_seed,
+    trainings_for,
+)
 
 
 class AblationError(DSMMError, ValueError):
@@ -68,7 +79,6 @@ TABLES = {
         AblationRow("+ PGMA (no CTD)", "DSMMTrainerNoCTD"),
         AblationRow("+ CTD, the paper's reading (β = 0.1, MSE at every level, T = stage 1)", "DSMMTrainer"),
         AblationRow("H1 bases: T = + PGMA model (shares S's initialisation)", "DSMMTrainerPGMATeacher"),
-        AblationRow("H1 scale: standardised features in Eq. 4", "DSMMTrainerStandardizedKD"),
         AblationRow("H2 levels: KD on bottleneck and decoder only", "DSMMTrainerDeepKD"),
         AblationRow("H3 L_KD does not reach M_rec", "DSMMTrainerDetachedKD"),
         AblationRow("H4 β = 0.01", "DSMMTrainerBeta001")), reference="DSMMTrainerNoCTD"),
@@ -179,13 +189,14 @@ def figure5(table: AblationTable, summary: dict, path: str) -> None:
 
 
 def report_plan(trainings: Sequence[Training], name: str, configuration: str, fold: str, plans: str, out_dir: str,
-                seeds: int, iterations: int, report: Callable[[str], None] = say) -> None:
-    """What ``ablate`` would train, seed by seed (finished trainings are kept), without training anything."""
+                seeds: int, iterations: int, env: dict, device: str, report: Callable[[str], None] = say) -> None:
+    """What ``ablate`` would train, seed by seed (finished trainings are kept, interrupted ones continued),
+    without training anything."""
     pending = 0
     for k in range(seeds):
-        for t in unfinished(trainings, name, configuration, fold, plans, out_dir, k, report):
-            pending += t.epochs
-            report(f"seed {k}: {t.trainer} would train {t.epochs} epochs of {iterations} iterations")
+        for step in seed_steps(trainings, name, configuration, fold, plans, env, out_dir, k)[0]:
+            pending += 0 if step.action == DONE else step.epochs - (step.epoch or 0)
+            report(f"seed {k}: " + describe(step, train_command(step, name, configuration, fold, plans, device), True))
     report(f"ablate --dry-run: {pending} epochs ({pending * iterations} training iterations) to run; nothing trained")
 
 
@@ -209,10 +220,11 @@ def run_ablation(dataset: str, configuration: str, fold: str, plans: str, table_
     trainings = trainings_for(trainers, schedule)
     report(f"ablate: {len(trainings)} trainings per seed ({', '.join(t.trainer for t in trainings)}), "
            f"{seeds} seed(s), schedule {budget} {asdict(schedule)}")
-    if dry_run:
-        report_plan(trainings, name, configuration, fold, plans, out_dir, seeds, schedule.iterations, report)
-        return {}
     env = {**os.environ, **schedule.environment()}
+    if dry_run:
+        report_plan(trainings, name, configuration, fold, plans, out_dir, seeds, schedule.iterations, env, device,
+                    report)
+        return {}
     logs = os.path.join(out_dir, "logs")
     for k in range(seeds):
         train_seed(trainings, name, configuration, fold, plans, device, env, out_dir, k, logs, report)
