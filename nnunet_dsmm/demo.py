@@ -42,6 +42,30 @@ class DemoError(DSMMError, RuntimeError):
     """The demo cannot start (output folder in use)."""
 
 
+#: in the output folder: the demo's settings and the steps it finished, to resume it
+STATE_FILE = "demo_state.json"
+
+
+def resumable_state(out_dir: str, settings: dict) -> dict:
+    """The state of an earlier demo run in ``out_dir`` with the same ``settings`` (a new state when
+    ``out_dir`` is empty or absent); a ``DemoError`` when the folder holds something else."""
+    state_file = os.path.join(out_dir, STATE_FILE)
+    if not (os.path.isdir(out_dir) and os.listdir(out_dir)):
+        return {"settings": settings, "done": []}
+    if not os.path.isfile(state_file):
+        raise DemoError(f"nnunet-dsmm: demo output folder {out_dir} is not empty and holds no demo run "
+                        f"({STATE_FILE}); choose a new output folder")
+    with open(state_file) as f:
+        state = json.load(f)
+    if state["settings"] != settings:
+        raise DemoError(f"nnunet-dsmm: demo output folder {out_dir} holds a demo run with other settings "
+                        f"({state['settings']}, asked {settings}); run with its settings to resume it, or choose a "
+                        f"new output folder")
+    _say(f"resuming the demo run in {out_dir}: {', '.join(state['done']) or 'no step'} finished; finished "
+         f"trainings are kept, interrupted ones continued")
+    return state
+
+
 @dataclass(frozen=True)
 class DemoBudget:
     """Size of the synthetic data and the network, and the schedule (``experiment.SCHEDULES``)."""
@@ -128,13 +152,14 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
         raise DemoError(f"nnunet-dsmm: --seeds must be at least 1, got {seeds}")
     budget = BUDGETS[budget_name]
     out_dir = os.path.abspath(out_dir)
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise DemoError(f"nnunet-dsmm: demo output folder {out_dir} is not empty; choose a new output folder")
+    state = resumable_state(out_dir, {"budget": budget_name, "fm_ratio": fm_ratio, "seed": seed, "labels": labels})
     start = time.time()
     folders = {k: os.path.join(out_dir, k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     logs, figures = os.path.join(out_dir, "logs"), os.path.join(out_dir, "figures")
     for path in (*folders.values(), logs, figures):
         os.makedirs(path, exist_ok=True)
+    with open(os.path.join(out_dir, STATE_FILE), "w") as f:
+        json.dump(state, f, indent=2)
     env = {**os.environ, **folders, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": os.environ.get(
         "nnUNet_n_proc_DA", "1" if device == "cpu" else "8"), **budget.schedule.environment()}
     if "DSMM_TEXT_ENCODER" not in os.environ and "DSMM_CLIP_PRETRAINED" not in os.environ:
@@ -145,6 +170,11 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     raw = os.path.join(folders["nnUNet_raw"], DATASET_NAME)
     timings = {}
 
+    def finish(name: str) -> None:
+        state["done"].append(name)
+        with open(os.path.join(out_dir, STATE_FILE), "w") as f:
+            json.dump(state, f, indent=2)
+
     def step(name: str, args: list[str], **extra_env: str) -> None:
         _say(f"{name} ...")
         t = time.time()
@@ -152,9 +182,12 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
         timings[name] = round(time.time() - t, 1)
         _say(f"{name} done in {timings[name]:.0f} s")
 
-    step("synthesise", ["nnunet_dsmm", "synth", "-o", raw, "--num-train", str(budget.num_train), "--num-test",
-                        str(budget.num_test), "--shape", *[str(budget.shape)] * 3, "--fm-ratio", str(fm_ratio),
-                        "--seed", str(seed), "--name", "DSMMDemo", "--labels", labels])
+    if "synthesise" not in state["done"]:
+        shutil.rmtree(raw, ignore_errors=True)  # what an interrupted synthesis left
+        step("synthesise", ["nnunet_dsmm", "synth", "-o", raw, "--num-train", str(budget.num_train), "--num-test",
+                            str(budget.num_test), "--shape", *[str(budget.shape)] * 3, "--fm-ratio", str(fm_ratio),
+                            "--seed", str(seed), "--name", "DSMMDemo", "--labels", labels])
+        finish("synthesise")
     check = subprocess.run([os.path.join(os.path.dirname(sys.executable), "nnunet_dsmm"), "check", "--raw", raw,
                             "--no-progress", "--json"], env=env, capture_output=True, text=True, check=True)
     report = json.loads(check.stdout)
@@ -162,11 +195,13 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     _say(f"check: no errors; training FM ratio {100 * training['full_modal_ratio']:.0f}%, combinations:")
     for entry in training["combinations"]:
         print(f"    {combination_name(entry['available'], report['channels']):<22} {entry['count']} cases", flush=True)
-    step("plan and preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe",
-                                 "DSMMFingerprintExtractor", "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2",
-                                 "-npfp", "2", "--no_pbar"])
-    add_demo_configuration(os.path.join(folders["nnUNet_preprocessed"], DATASET_NAME, "DSMMPlans.json"),
-                           budget.max_features)
+    if "plan and preprocess" not in state["done"]:
+        step("plan and preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe",
+                                     "DSMMFingerprintExtractor", "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2",
+                                     "-npfp", "2", "--no_pbar"])
+        add_demo_configuration(os.path.join(folders["nnUNet_preprocessed"], DATASET_NAME, "DSMMPlans.json"),
+                               budget.max_features)
+        finish("plan and preprocess")
     models = [BASELINE, MATCHED_BASELINE, DSMM]
     # the baseline, the same trained as long as stages 2 + 3, and stages 1 (f/T), 2 and 3
     trainings = trainings_for(models, budget.schedule)

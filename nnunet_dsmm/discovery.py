@@ -40,6 +40,18 @@ def find_registered_class(class_name: str) -> type | None:
     return None if entry_point is None else entry_point.load()
 
 
+def suggestion(name: str) -> str:
+    """``; did you mean X?`` with the registered name closest to ``name`` (or a list of the registered
+    trainers when none is close)."""
+    from difflib import get_close_matches
+
+    names = sorted(registered_entry_points())
+    close = get_close_matches(name, names, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]}?"
+    return "; registered trainers: " + ", ".join(n for n in names if "Trainer" in n)
+
+
 def _plugin_aware(original):
     def recursive_find_python_class(folder, class_name, current_module, *args, **kwargs):
         found = find_registered_class(class_name)

@@ -1,9 +1,10 @@
 """Independent trainings of several models with the stock ``nnUNetv2_train``, one ``nnUNet_results``
 folder per seed, for comparisons over seeds (``demo --seeds``, ``ablate``).
 
-Every training of a seed runs as a subprocess with ``DSMM_SEED`` and ``DSMM_NUM_EPOCHS`` set and its
-full log kept; a training whose ``checkpoint_final.pth`` exists under the same schedule is skipped,
-so an interrupted experiment resumes where it stopped.
+Every training runs as a subprocess with its full log kept; a training whose ``checkpoint_final.pth``
+exists under the same schedule is skipped, and an interrupted one (a ``checkpoint_latest.pth`` or
+``checkpoint_best.pth`` but no final checkpoint, same schedule) is continued with nnU-Net's ``--c``, so
+an interrupted experiment resumes where it stopped (``nnunet_dsmm train``, ``demo``, ``ablate``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from nnunet_dsmm.errors import DSMMError
@@ -28,10 +29,11 @@ class ExperimentError(DSMMError, RuntimeError):
 
 @dataclass(frozen=True)
 class Training:
-    """One model of an experiment: a registered trainer and its number of epochs."""
+    """One model of an experiment: a registered trainer and its number of epochs (None: the trainer's
+    own, or the user's ``DSMM_NUM_EPOCHS``)."""
 
     trainer: str
-    epochs: int
+    epochs: int | None
 
 
 @dataclass(frozen=True)
@@ -74,22 +76,23 @@ def stage_epochs(trainer: type, schedule: Schedule) -> int:
     return schedule.stage1_epochs
 
 
-def trainings_for(trainers: Sequence[str], schedule: Schedule) -> list[Training]:
+def trainings_for(trainers: Sequence[str], schedule: Schedule | None) -> list[Training]:
     """``trainers`` and every earlier stage they build on, each once, earlier stages first, with their
-    epochs under ``schedule``."""
-    from nnunet_dsmm.discovery import find_registered_class
+    epochs under ``schedule`` (None: each trainer's own schedule)."""
+    from nnunet_dsmm.discovery import find_registered_class, suggestion
 
     ordered: dict[str, Training] = {}
 
     def add(trainer: type) -> None:
         for stage in trainer.earlier_stages().values():
             add(stage)
-        ordered.setdefault(trainer.__name__, Training(trainer.__name__, stage_epochs(trainer, schedule)))
+        epochs = None if schedule is None else stage_epochs(trainer, schedule)
+        ordered.setdefault(trainer.__name__, Training(trainer.__name__, epochs))
 
     for name in trainers:
         trainer = find_registered_class(name)
         if trainer is None:
-            raise ExperimentError(f"nnunet-dsmm: {name} is not a registered DSMM trainer")
+            raise ExperimentError(f"nnunet-dsmm: {name} is not a registered DSMM trainer{suggestion(name)}")
         add(trainer)
     return list(ordered.values())
 
@@ -106,11 +109,15 @@ def say(message: str, prefix: str = "nnunet_dsmm") -> None:
 
 def run_logged(args: list[str], env: dict, log_path: str, show: Sequence[str] = PROGRESS_MARKERS) -> None:
     """Run a console script of this environment; stream the lines that contain one of ``show``, keep the
-    full output in ``log_path``; a failure raises ``ExperimentError`` naming the log."""
+    full output in ``log_path`` (appended to: a continued run keeps the log of the interrupted one); a
+    failure raises ``ExperimentError`` naming the log."""
     executable = os.path.join(os.path.dirname(sys.executable), args[0])
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([executable, *args[1:]], env=env, stdout=subprocess.PIPE,
+    with open(log_path, "a") as log:
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(args)}\n")
+        log.flush()
+        process = subprocess.Popen([executable, *args[1:]], env={**env, "PYTHONUNBUFFERED": "1"},
+                                   stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         for line in process.stdout:
             log.write(line)
@@ -121,15 +128,79 @@ def run_logged(args: list[str], env: dict, log_path: str, show: Sequence[str] = 
                                   f"see its log {log_path}")
 
 
-def finished(fold_folder: str, epochs: int) -> bool:
-    """Whether ``fold_folder`` holds a finished training of ``epochs`` epochs."""
+#: what ``train`` does with a training, from what its fold folder holds
+DONE, CONTINUE, START = "done", "continue", "start"
+#: the checkpoints ``nnUNetv2_train --c`` continues from when there is no final one, in its order
+RESUMABLE_CHECKPOINTS = ("checkpoint_latest.pth", "checkpoint_best.pth")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A training and what to do with it: ``done`` (kept), ``continue`` (with ``--c`` from ``epoch``) or
+    ``start``; ``replaces`` names a run under another schedule that starting anew overwrites."""
+
+    training: Training
+    folder: str
+    action: str
+    epochs: int
+    epoch: int | None = None
+    replaces: str = ""
+
+
+def recorded_schedule(fold_folder: str) -> dict | None:
+    """The schedule a DSMM trainer recorded next to its checkpoints (``dsmm_schedule.json``), or None."""
     from nnunet_dsmm.trainers.base import SCHEDULE_FILE
 
-    schedule = os.path.join(fold_folder, SCHEDULE_FILE)
-    if not (os.path.isfile(os.path.join(fold_folder, "checkpoint_final.pth")) and os.path.isfile(schedule)):
-        return False
-    with open(schedule) as f:
-        return json.load(f).get("num_epochs") == epochs
+    path = os.path.join(fold_folder, SCHEDULE_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def expected_schedule(training: Training, env: Mapping[str, str]) -> dict[str, int]:
+    """The entries of ``dsmm_schedule.json`` that a run of ``training`` under ``env`` records and that are
+    known without building the trainer: its epochs and every ``DSMM_NUM_*`` variable that is set."""
+    from nnunet_dsmm.discovery import find_registered_class
+    from nnunet_dsmm.trainers.base import SCHEDULE_VARIABLES
+
+    expected = {name: int(env[variable]) for name, variable in SCHEDULE_VARIABLES.items()
+                if env.get(variable, "").isdigit()}
+    if training.epochs is not None:
+        expected["num_epochs"] = training.epochs
+    elif "num_epochs" not in expected:
+        expected["num_epochs"] = find_registered_class(training.trainer).default_num_epochs
+    return expected
+
+
+def resumable_checkpoint(fold_folder: str) -> str | None:
+    """The checkpoint ``--c`` would continue an unfinished run from, or None."""
+    for name in RESUMABLE_CHECKPOINTS:
+        if os.path.isfile(os.path.join(fold_folder, name)):
+            return os.path.join(fold_folder, name)
+    return None
+
+
+def checkpoint_epoch(path: str) -> int:
+    """The epoch a training continues at from the nnU-Net checkpoint ``path`` (its ``current_epoch``)."""
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["current_epoch"])
+
+
+def plan_step(training: Training, fold_folder: str, env: Mapping[str, str]) -> Step:
+    """What to do with ``training`` given its fold folder: keep it, continue it, or start it."""
+    expected = expected_schedule(training, env)
+    recorded = recorded_schedule(fold_folder)
+    same = recorded is not None and all(recorded.get(key) == value for key, value in expected.items())
+    final = os.path.isfile(os.path.join(fold_folder, "checkpoint_final.pth"))
+    resumable = resumable_checkpoint(fold_folder)
+    if same and final:
+        return Step(training, fold_folder, DONE, expected["num_epochs"])
+    if same and resumable:
+        return Step(training, fold_folder, CONTINUE, expected["num_epochs"], checkpoint_epoch(resumable))
+    replaces = f"a run under the schedule {recorded or 'unknown'}" if final or resumable else ""
+    return Step(training, fold_folder, START, expected["num_epochs"], replaces=replaces)
 
 
 def training_folder(training: Training, dataset_name: str, configuration: str, fold: int | str, plans: str,
@@ -141,34 +212,66 @@ def training_folder(training: Training, dataset_name: str, configuration: str, f
     return os.path.join(root, dataset_name, identifier, f"fold_{fold}")
 
 
-def unfinished(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str, plans: str,
-               out_dir: str, seed: int, report: Callable[[str], None] = say) -> list[Training]:
-    """The trainings of ``seed`` that still have to run, in order; each finished one is reported as kept."""
+def plan_trainings(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str,
+                   plans: str, root: str, env: Mapping[str, str]) -> list[Step]:
+    """A step for each of ``trainings`` (in order) under the ``nnUNet_results`` folder ``root``."""
+    return [plan_step(t, training_folder(t, dataset_name, configuration, fold, plans, root), env) for t in trainings]
+
+
+def train_command(step: Step, dataset_name: str, configuration: str, fold: int | str, plans: str,
+                  device: str) -> list[str]:
+    """The stock ``nnUNetv2_train`` command line of ``step`` (with ``--c`` to continue)."""
+    return ["nnUNetv2_train", dataset_name, configuration, str(fold), "-p", plans, "-tr", step.training.trainer,
+            "-device", device, *(["--c"] if step.action == CONTINUE else [])]
+
+
+def describe(step: Step, command: Sequence[str], dry_run: bool = False) -> str:
+    """One line on ``step`` for the user: kept, or what runs (``dry_run``: would run) and why."""
+    name = step.training.trainer
+    if step.action == DONE:
+        return f"{name} ({step.epochs} epochs): already trained, kept ({step.folder})"
+    if step.action == CONTINUE:
+        return (f"{name}: interrupted at epoch {step.epoch} of {step.epochs}; "
+                f"{'would continue' if dry_run else 'continuing'} it: {' '.join(command)}")
+    replacing = f", replacing {step.replaces}" if step.replaces else ""
+    return f"{name}: {'would train' if dry_run else 'training'} {step.epochs} epochs{replacing}: {' '.join(command)}"
+
+
+def run_steps(steps: Sequence[Step], dataset_name: str, configuration: str, fold: int | str, plans: str,
+              device: str, env: Mapping[str, str], log_for: Callable[[Step], str],
+              report: Callable[[str], None] = say, label: str = "") -> dict[str, float]:
+    """Run the steps that are not done, in order, each with its epochs in ``DSMM_NUM_EPOCHS`` when fixed;
+    returns the wall time in seconds of each training that ran."""
+    timings = {}
+    for step in steps:
+        command = train_command(step, dataset_name, configuration, fold, plans, device)
+        report(label + describe(step, command))
+        if step.action == DONE:
+            continue
+        fixed = {} if step.training.epochs is None else {"DSMM_NUM_EPOCHS": str(step.training.epochs)}
+        start = time.time()
+        run_logged(command, {**env, **fixed}, log_for(step))
+        timings[step.training.trainer] = round(time.time() - start, 1)
+        report(f"{label}{step.training.trainer} done in {timings[step.training.trainer]:.0f} s")
+    return timings
+
+
+def seed_steps(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str, plans: str,
+               env: Mapping[str, str], out_dir: str, seed: int) -> tuple[list[Step], dict[str, str]]:
+    """The steps of the ``seed``-th independent training under ``results_root(out_dir, seed)``, and the
+    environment they run in."""
     root = results_root(out_dir, seed)
-    pending = []
-    for training in trainings:
-        if finished(training_folder(training, dataset_name, configuration, fold, plans, root), training.epochs):
-            report(f"seed {seed}: {training.trainer} ({training.epochs} epochs) already trained, kept")
-        else:
-            pending.append(training)
-    return pending
+    seed_env = {**env, "nnUNet_results": root, "DSMM_SEED": str(seed)}
+    return plan_trainings(trainings, dataset_name, configuration, fold, plans, root, seed_env), seed_env
 
 
 def train_seed(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str, plans: str,
                device: str, env: dict, out_dir: str, seed: int, log_dir: str,
                report: Callable[[str], None] = say) -> dict[str, float]:
     """Train ``trainings`` in order for one seed of dataset ``dataset_name`` (``DatasetXXX_Name``) under
-    ``results_root(out_dir, seed)``; returns the wall time in seconds of each training that ran
-    (finished ones are skipped)."""
-    root = results_root(out_dir, seed)
-    timings = {}
-    for training in unfinished(trainings, dataset_name, configuration, fold, plans, out_dir, seed, report):
-        report(f"seed {seed}: training {training.trainer} for {training.epochs} epochs ...")
-        start = time.time()
-        run_logged(["nnUNetv2_train", dataset_name, configuration, str(fold), "-p", plans, "-tr", training.trainer,
-                    "-device", device],
-                   {**env, "nnUNet_results": root, "DSMM_NUM_EPOCHS": str(training.epochs), "DSMM_SEED": str(seed)},
-                   os.path.join(log_dir, f"seed{seed}_{training.trainer}.log"))
-        timings[training.trainer] = round(time.time() - start, 1)
-        report(f"seed {seed}: {training.trainer} done in {timings[training.trainer]:.0f} s")
-    return timings
+    ``results_root(out_dir, seed)``, keeping finished ones and continuing interrupted ones; returns the
+    wall time in seconds of each training that ran."""
+    steps, seed_env = seed_steps(trainings, dataset_name, configuration, fold, plans, env, out_dir, seed)
+    return run_steps(steps, dataset_name, configuration, fold, plans, device, seed_env,
+                     lambda step: os.path.join(log_dir, f"seed{seed}_{step.training.trainer}.log"), report,
+                     f"seed {seed}: ")

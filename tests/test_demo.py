@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_dsmm.brats import brats_dataset_json
 from nnunet_dsmm.demo import CONFIGURATION, add_demo_configuration, draw_overlays
+from tests.conftest import run_cmd, run_until
 
 
 def test_demo_configuration_caps_features_and_reuses_the_preprocessed_data(tmp_path):
@@ -69,3 +72,20 @@ def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tm
         assert f"DSMM_SEED={seed}" in log and "L_task = Dice + CE/BCE (task_loss='dice_ce', plain labels)" in log
     report = json.loads((out / "demo_report.json").read_text())
     assert report["seeds"] == 2 and set(report["mean_dsc_std_over_seeds"]) == set(summary["models"])
+
+
+@pytest.mark.slow
+def test_an_interrupted_demo_resumes_in_its_folder(tmp_path):
+    """Killed during its first training, the demo run again in the same folder keeps what is done
+    (synthesis, planning) and continues that training with --c instead of refusing the folder."""
+    out = tmp_path / "demo"
+    command = ["nnunet_dsmm", "demo", "-o", str(out), "--budget", "smoke"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    run_until(command, env, lambda line: line.rstrip().endswith("Epoch 1"))
+    assert json.loads((out / "demo_state.json").read_text())["done"] == ["synthesise", "plan and preprocess"]
+    resumed = run_cmd(command, env)
+    assert "resuming the demo run" in resumed.stdout and "synthesise ..." not in resumed.stdout
+    assert "DSMMBaselineTrainer: interrupted at epoch 1 of 2; continuing it: nnUNetv2_train" in resumed.stdout
+    assert (out / "demo_report.json").is_file()
+    log = (out / "logs" / "seed0_DSMMBaselineTrainer.log").read_text()
+    assert log.count("=== ") == 2 and log.splitlines()[0].endswith("-device cpu")
