@@ -4,8 +4,9 @@ Conventions. RFNet's BraTS evaluation code, reused by mmFormer, M3AE and PASSION
 tumour (ET) twice: as predicted, and after setting the whole predicted ET of a case to background when
 it has fewer than 500 voxels in total (a count over the volume, not per connected component; exactly
 500 is kept). Only the ET score changes; whole tumour and tumour core are scored as predicted. The
-published tables of that lineage report the post-processed ET, and so do the paper's tables, which
-compare with them. ``nnunet_dsmm evaluate`` scores every region as predicted by default (nnU-Net's
+published tables of that lineage report the post-processed ET. The paper does not say which it reports;
+it uses that lineage's data splits and compares with its methods, so its ET is probably post-processed
+(not stated). ``nnunet_dsmm evaluate`` scores every region as predicted by default (nnU-Net's
 and the BraTS challenge's convention; all our own measured tables use it); ``--et-min-voxels N``
 adds the post-processed ET as its own region beside the raw one, so that both conventions are reported.
 """
