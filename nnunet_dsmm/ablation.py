@@ -2,8 +2,9 @@
 
 Every row is a registered trainer (its docstring cites the row). The rows of the chosen tables, the
 earlier stages they build on and two baselines (nnU-Net + modality dropout, and the same trained as
-long as stages 2 + 3) are trained with the stock ``nnUNetv2_train`` once per seed
-(``experiment.train_seed``, finished trainings are kept), evaluated on every channel combination
+long as stages 2 + 3) are trained with the stock ``nnUNetv2_train`` once per seed and fold (one plan,
+``nnunet_dsmm.plan``, run here or on SLURM by ``nnunet_dsmm.executors``; finished trainings are kept),
+evaluated on every channel combination
 (``evaluation.evaluate``) and written in the paper's layouts: per row the DSC of each region averaged
 over the combinations (mean ± std over seeds) and the paired Wilcoxon over cases against the row
 before it.
@@ -11,28 +12,18 @@ before it.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.evaluation import mean_and_std, paired_wilcoxon, seed_label
-from nnunet_dsmm.experiment import (
-    DONE,
-    SCHEDULES,
-    Training,
-    describe,
-    results_root,
-    say,
-    seed_steps,
-    train_command,
-    train_seed,
-    trainings_for,
-)
+from nnunet_dsmm.evaluation import seed_label
+from nnunet_dsmm.executors import ExecutorOptions, run_plan
+from nnunet_dsmm.executors import dry_run as dry_run_lines
+from nnunet_dsmm.experiment import SCHEDULES, results_root, say, trainings_for
+from nnunet_dsmm.plan import build_plan, seed_log
+from nnunet_dsmm.reporting import ablation_markdown, figure5
 
 
 class AblationError(DSMMError, ValueError):
@@ -111,100 +102,28 @@ def evaluated_trainers(tables: Sequence[AblationTable]) -> list[str]:
     return sorted(names, key=lambda name: name == FULL_MODEL)
 
 
-def _cell(values: dict, key: str) -> str:
-    mean, std, seeds = values[key]["dsc"], values[key]["dsc_std"], values[key]["trainings"]
-    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if seeds > 1 else "")
+def final_job(dataset: str, configuration: str, folds: Sequence[int | str], plans: str, table_choice: str,
+              images: str, labels: str, out_dir: str, device: str, seeds: int, budget: str, use_mirroring: bool,
+              env: dict):
+    """The SLURM job that evaluates and tabulates once every training is done: this same ``ablate`` run
+    here, which keeps every finished training."""
+    from nnunet_dsmm.slurm import FinalJob
+
+    command = ["nnunet_dsmm", "ablate", "-d", dataset, "-c", configuration, "-p", plans,
+               "-f", *map(str, folds), "--table", table_choice, "-i", os.path.abspath(images),
+               "-l", os.path.abspath(labels), "-o", out_dir, "-device", device, "--seeds", str(seeds),
+               "--budget", budget, *([] if use_mirroring else ["--disable_tta"])]
+    return FinalJob("evaluate_and_tabulate", command, env, os.path.join(out_dir, "ablation.md"),
+                    os.path.join(out_dir, "logs", "evaluate_and_tabulate.log"))
 
 
-def table_markdown(table: AblationTable, summary: dict, rows: Sequence[dict], alpha: float = 0.05) -> str:
-    """The table in the paper's layout: ✓ columns, then per region and on average the DSC (%) over all
-    combinations, and the paired Wilcoxon p of each row against the previous row (or the table's reference)."""
-    regions = summary["regions"]
-    against = "vs previous row (p)" if table.reference is None else f"vs {table.reference} (p)"
-    head = ["Row", "Trainer", *table.columns, *regions, "Avg.", against]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    previous = None
-    for row in table.rows:
-        results = summary["results"][row.trainer]
-        cells = [row.label, f"`{row.trainer}`", *["✓" if c in row.marks else "" for c in table.columns]]
-        cells += [_cell(results[region], "avg") for region in regions]
-        averages = _average_over_regions(summary, row.trainer)
-        cells.append(f"{100 * averages[0]:.2f}" + (f" ± {100 * averages[1]:.2f}" if averages[2] > 1 else ""))
-        reference = table.reference or previous
-        cells.append(_comparison(rows, row.trainer, reference, regions, alpha)
-                     if reference and reference != row.trainer else "")
-        lines.append("| " + " | ".join(cells) + " |")
-        previous = row.trainer
-    return f"**{table.title}**\n\n" + "\n".join(lines) + "\n"
-
-
-def _average_over_regions(summary: dict, trainer: str) -> tuple[float, float, int]:
-    """Mean over regions of the per-region averages (mean ± std over seeds of that mean)."""
-    per_seed = summary["avg_over_regions"][trainer]
-    return (*mean_and_std(per_seed), len(per_seed))
-
-
-def _comparison(rows: Sequence[dict], trainer: str, previous: str, regions: Sequence[str], alpha: float) -> str:
-    """Per region: the p of this row against the previous one, ↑/↓ when p < alpha."""
-    parts = []
-    for region in regions:
-        test = paired_wilcoxon(rows, trainer, previous, region)
-        arrow = ("↑" if test["mean_difference"] > 0 else "↓") if test["p"] < alpha else ""
-        parts.append(f"{test['p']:.2g}{arrow}")
-    return " / ".join(parts)
-
-
-def per_seed_average_over_regions(rows: Sequence[dict], trainer: str) -> list[float]:
-    """For each training (seed): the DSC of ``trainer`` averaged over cases, combinations and regions."""
-    seeds = sorted({r["seed"] for r in rows if r["model"] == trainer})
-    return [float(np.mean([float(r["dsc"]) for r in rows if r["model"] == trainer and r["seed"] == s]))
-            for s in seeds]
-
-
-def figure5(table: AblationTable, summary: dict, path: str) -> None:
-    """Bar chart of Fig. 5: average DSC per region and on average, one bar per row (std over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = [*summary["regions"], "Avg."]
-    width = 0.8 / len(table.rows)
-    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(groups), 4.2))
-    for i, row in enumerate(table.rows):
-        results = summary["results"][row.trainer]
-        means = [results[r]["avg"]["dsc"] for r in summary["regions"]]
-        stds = [results[r]["avg"]["dsc_std"] for r in summary["regions"]]
-        mean, std, _ = _average_over_regions(summary, row.trainer)
-        positions = np.arange(len(groups)) + (i - (len(table.rows) - 1) / 2) * width
-        ax.bar(positions, 100 * np.array([*means, mean]), width, yerr=100 * np.array([*stds, std]), label=row.label,
-               capsize=2)
-    ax.set_xticks(range(len(groups)), groups)
-    ax.set_ylabel(f"DSC (%), mean over {len(summary['combinations'])} combinations")
-    ax.set_title(table.title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def report_plan(trainings: Sequence[Training], name: str, configuration: str, fold: str, plans: str, out_dir: str,
-                seeds: int, iterations: int, env: dict, device: str, report: Callable[[str], None] = say) -> None:
-    """What ``ablate`` would train, seed by seed (finished trainings are kept, interrupted ones continued),
-    without training anything."""
-    pending = 0
-    for k in range(seeds):
-        for step in seed_steps(trainings, name, configuration, fold, plans, env, out_dir, k)[0]:
-            pending += 0 if step.action == DONE else step.epochs - (step.epoch or 0)
-            report(f"seed {k}: " + describe(step, train_command(step, name, configuration, fold, plans, device), True))
-    report(f"ablate --dry-run: {pending} epochs ({pending * iterations} training iterations) to run; nothing trained")
-
-
-def run_ablation(dataset: str, configuration: str, fold: str, plans: str, table_choice: str, images: str,
-                 labels: str, out_dir: str, device: str = "cuda", seeds: int = 1, budget: str = "cpu",
-                 use_mirroring: bool = True, report: Callable[[str], None] = say, dry_run: bool = False) -> dict:
-    """Train, evaluate and tabulate (see the module docstring); returns {table name: markdown}. With
-    ``dry_run`` only report what would be trained (and return {})."""
+def run_ablation(dataset: str, configuration: str, folds: Sequence[int | str], plans: str, table_choice: str,
+                 images: str, labels: str, out_dir: str, device: str = "cuda", seeds: int = 1, budget: str = "cpu",
+                 use_mirroring: bool = True, report: Callable[[str], None] = say, dry_run: bool = False,
+                 options: ExecutorOptions = ExecutorOptions()) -> dict:
+    """Train, evaluate (the ensemble of ``folds``, as nnUNetv2_predict) and tabulate (see the module
+    docstring); returns {table name: markdown}. With ``dry_run`` only report what would be trained, and on
+    SLURM (``options``) submit the trainings and the evaluation after them; both return {}."""
     from nnunet_dsmm.evaluation import evaluate
     from nnunet_dsmm.locations import dataset_name, trained_model_folder
 
@@ -218,37 +137,42 @@ def run_ablation(dataset: str, configuration: str, fold: str, plans: str, table_
     schedule = SCHEDULES[budget]
     trainers = evaluated_trainers(tables)
     trainings = trainings_for(trainers, schedule)
-    report(f"ablate: {len(trainings)} trainings per seed ({', '.join(t.trainer for t in trainings)}), "
-           f"{seeds} seed(s), schedule {budget} {asdict(schedule)}")
+    folds = list(dict.fromkeys(folds))
+    fold = folds[0] if len(folds) == 1 else folds  # several: evaluated as their ensemble, as nnU-Net predicts
+    folds_note = f"fold {fold}" if len(folds) == 1 else f"ensemble of folds {', '.join(map(str, folds))}"
+    report(f"ablate: {len(trainings)} trainings per seed and fold ({', '.join(t.trainer for t in trainings)}), "
+           f"{seeds} seed(s), fold(s) {' '.join(map(str, folds))}, schedule {budget} {asdict(schedule)}")
     env = {**os.environ, **schedule.environment()}
+    plan = build_plan(trainings, name, configuration, plans, folds, {k: results_root(out_dir, k) for k in range(seeds)},
+                      env, seed_log(os.path.join(out_dir, "logs")))
+    slurm_folder = os.path.join(out_dir, "slurm")
     if dry_run:
-        report_plan(trainings, name, configuration, fold, plans, out_dir, seeds, schedule.iterations, env, device,
-                    report)
+        for line in dry_run_lines(plan, options, device, slurm_folder):
+            report(line)
         return {}
-    logs = os.path.join(out_dir, "logs")
-    for k in range(seeds):
-        train_seed(trainings, name, configuration, fold, plans, device, env, out_dir, k, logs, report)
+    if run_plan(plan, options, device, slurm_folder, report, final_job(
+            dataset, configuration, folds, plans, table_choice, images, labels, out_dir, device, seeds, budget,
+            use_mirroring, env)) is None:
+        return {}
     report("ablate: evaluating every trained row on every channel combination ...")
     evaluation = os.path.join(out_dir, "evaluation")
     models = {seed_label(k): [(t, trained_model_folder(name, t, plans, configuration, fold, results_root(out_dir, k)))
                               for t in trainers] for k in range(seeds)}
-    summary = evaluate(None, fold, images, labels, evaluation, device, use_mirroring=use_mirroring, trainings=models)
-    with open(os.path.join(evaluation, "results.csv")) as f:
-        rows = list(csv.DictReader(f))
-    summary["avg_over_regions"] = {t: per_seed_average_over_regions(rows, t) for t in trainers}
+    result = evaluate(None, fold, images, labels, evaluation, device, use_mirroring=use_mirroring, trainings=models)
     written = {}
     for table in [*tables, AblationTable("baselines", "Baselines against the full model", (), BASELINES)]:
-        written[table.name] = table_markdown(table, summary, rows)
+        written[table.name] = ablation_markdown(table, result)
         if table.name == "fig5":
-            figure5(table, summary, os.path.join(out_dir, "fig5.png"))
+            figure5(table, result, os.path.join(out_dir, "fig5.png"))
     seeds_note = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
-    document = (f"# Ablations on {name} ({configuration}, fold {fold}, schedule {budget}, {seeds_note})\n\n"
+    document = (f"# Ablations on {name} ({configuration}, {folds_note}, schedule {budget}, {seeds_note})\n\n"
                 "DSC in % averaged over all channel combinations of the test cases; last column: paired Wilcoxon "
                 "over cases (each case averaged over combinations and seeds) against the row above, per region, "
                 "↑/↓ where p < 0.05.\n\n" + "\n".join(written.values()))
     with open(os.path.join(out_dir, "ablation.md"), "w") as f:
         f.write(document)
     with open(os.path.join(out_dir, "ablation.json"), "w") as f:
-        json.dump({"schedule": asdict(schedule), "budget": budget, "seeds": seeds, "tables": written,
-                   "summary": summary}, f, indent=2)
+        json.dump({"schedule": asdict(schedule), "budget": budget, "seeds": seeds, "folds": folds, "tables": written,
+                   "summary": {**result.to_json(), "avg_over_regions": {t: result.average_over_regions(t)
+                                                                        for t in trainers}}}, f, indent=2)
     return written

@@ -49,6 +49,7 @@ def _cmd_convert(args) -> int:
 def _cmd_evaluate(args) -> int:
     from nnunet_dsmm.evaluation import EmptyMaskConvention, evaluate, seed_label
     from nnunet_dsmm.locations import trained_model_folder
+    from nnunet_dsmm.reporting import summary_markdown
 
     def models(root: str | None) -> list[tuple[str, str]]:
         return [(trainer, trained_model_folder(args.d, trainer, args.p, args.c, args.f, root)) for trainer in args.tr]
@@ -56,15 +57,14 @@ def _cmd_evaluate(args) -> int:
     trainings = {seed_label(i): models(root) for i, root in enumerate(args.seed_results)} if args.seed_results \
         else None
     convention = EmptyMaskConvention(args.empty_both[0], args.empty_both[1], args.empty_one[0], args.empty_one[1])
-    summary = evaluate(None if trainings else models(None), args.f, args.i, args.l, args.o, args.device, convention,
-                       args.checkpoint, use_mirroring=not args.disable_tta,
-                       combinations_per_batch=args.combinations_per_batch, trainings=trainings,
-                       et_min_voxels=args.et_min_voxels)
-    with open(os.path.join(args.o, "summary.md")) as f:
-        print(f.read())
+    result = evaluate(None if trainings else models(None), args.f, args.i, args.l, args.o, args.device, convention,
+                      args.checkpoint, use_mirroring=not args.disable_tta,
+                      combinations_per_batch=args.combinations_per_batch, trainings=trainings,
+                      et_min_voxels=args.et_min_voxels)
+    print(summary_markdown(result))
     print(f"Results: {os.path.join(args.o, 'results.csv')}, {os.path.join(args.o, 'summary.json')}, "
           f"{os.path.join(args.o, 'heatmap.png')}; reference model of the */† markers (better/worse, paired Wilcoxon): "
-          f"{summary['reference_model']}")
+          f"{result.reference_model}")
     return 0
 
 
@@ -92,10 +92,12 @@ def _cmd_demo(args) -> int:
 
 def _cmd_ablate(args) -> int:
     from nnunet_dsmm.ablation import run_ablation
+    from nnunet_dsmm.cli_training import executor_options
 
     tables = run_ablation(args.d, args.c, args.f, args.p, args.table, args.i, args.l, args.o, args.device, args.seeds,
-                          args.budget, use_mirroring=not args.disable_tta, dry_run=args.dry_run)
-    if args.dry_run:
+                          args.budget, use_mirroring=not args.disable_tta, dry_run=args.dry_run,
+                          options=executor_options(args))
+    if not tables:  # a dry run, or the trainings and the evaluation submitted to SLURM
         return 0
     print("\n".join(tables.values()))
     print(f"Tables: {os.path.join(args.o, 'ablation.md')}; all figures: {os.path.join(args.o, 'ablation.json')}"

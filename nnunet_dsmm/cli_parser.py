@@ -15,7 +15,7 @@ from nnunet_dsmm.cli_commands import (
     _cmd_recover,
     _cmd_synth,
 )
-from nnunet_dsmm.cli_training import add_training_commands
+from nnunet_dsmm.cli_training import add_executor_options, add_training_commands
 from nnunet_dsmm.locations import fold_name
 from nnunet_dsmm.raw_data import MISSING_AS
 
@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset ID or name (planned and preprocessed with DSMMPlanner)")
     ablate.add_argument("-c", required=True, metavar="CONFIGURATION", help="configuration, e.g. 3d_fullres")
     ablate.add_argument("-p", default="DSMMPlans", metavar="PLANS", help="plans identifier (default DSMMPlans)")
-    ablate.add_argument("-f", default="0", metavar="FOLD", help="fold (default 0)")
+    ablate.add_argument("-f", nargs="+", type=fold_name, default=[0], metavar="FOLD",
+                        help="fold(s), e.g. -f 0 1 2 3 4 or -f all (default 0): each trained, their ensemble evaluated "
+                             "as nnUNetv2_predict does")
     ablate.add_argument("--table", default="all", choices=("2", "3", "fig5", "ctd", "all"),
                         help="which ablation (default all)")
     ablate.add_argument("-i", required=True, metavar="INPUT_FOLDER",
@@ -203,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "of 12 iterations), smoke (tests; learns nothing)")
     add_disable_tta(ablate)
     ablate.add_argument("--dry-run", action="store_true",
-                        help="list every training per seed (and which are finished) with its epochs; train nothing")
+                        help="list every training per seed and fold (and which are finished) with its epochs, where it "
+                             "runs and the estimated device time; train nothing")
+    add_executor_options(ablate)
     ablate.set_defaults(func=_cmd_ablate)
 
     bench = command("benchmark", help="training-step time and memory, and prediction time, of the DSMM "

@@ -17,13 +17,16 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser], add_d
     train.add_argument("-d", required=True, metavar="DATASET", help="dataset ID or name, planned and preprocessed "
                                                                      "with DSMMPlanner")
     train.add_argument("-c", required=True, metavar="CONFIGURATION", help="configuration, e.g. 3d_fullres")
-    train.add_argument("-f", required=True, type=fold_name, metavar="FOLD", help="fold: 0 to 4, or all")
+    train.add_argument("-f", required=True, nargs="+", type=fold_name, metavar="FOLD",
+                       help="fold(s): 0 to 4, or all; several (-f 0 1 2 3 4) train independently")
     train.add_argument("-tr", default="DSMMTrainer", metavar="TRAINER",
                        help="the trainer to train; its earlier stages are trained first (default DSMMTrainer)")
     train.add_argument("-p", default="DSMMPlans", metavar="PLANS", help="plans identifier (default DSMMPlans)")
     add_device(train)
     train.add_argument("--dry-run", action="store_true",
-                       help="list each training (done, to continue, to start) with its command line; train nothing")
+                       help="list each training (done, to continue, to start) with its command line, where it runs "
+                            "and the estimated device time; train nothing")
+    add_executor_options(train)
     train.set_defaults(func=_cmd_train)
 
     status = command("status", help="which trainers and folds of a dataset are trained in nnUNet_results: "
@@ -60,28 +63,87 @@ def _require_plans(name: str, plans: str, configuration: str, dataset: str) -> N
                               f"{', '.join(configurations)}")
 
 
-def _cmd_train(args) -> int:
-    from nnunet_dsmm.experiment import DONE, describe, plan_trainings, run_steps, say, train_command, trainings_for
-    from nnunet_dsmm.locations import dataset_name, require_folder
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """Where the trainings run (``executors.ExecutorOptions``) and the step time of the dry run's estimate."""
+    from nnunet_dsmm.cli_parser import NON_NEGATIVE, POSITIVE, bounded  # loaded: it builds the parser
 
+    group = parser.add_argument_group("where the trainings run (docs/how-to/workstation-and-cluster.md)")
+    group.add_argument("--executor", choices=("local", "slurm"), default="local",
+                       help="local: on this machine (default); slurm: submit sbatch jobs chained with afterok; run "
+                            "the command again to see their state and resubmit what failed or timed out")
+    group.add_argument("--devices", type=_device_ids, metavar="IDS",
+                       help="CUDA devices for independent trainings at the same time, one each, e.g. 0,1,2,3")
+    group.add_argument("--jobs", type=POSITIVE, default=1, metavar="N",
+                       help="trainings at the same time on -device (default 1; e.g. on the CPU)")
+    group.add_argument("--partition", help="slurm: the partition of every job")
+    group.add_argument("--time", dest="time_limit", metavar="TIME",
+                       help="slurm: the time limit of every job (e.g. 2-00:00:00); a job that hits it is resubmitted "
+                            "by the next call and continues from its checkpoint")
+    group.add_argument("--gpus-per-job", type=NON_NEGATIVE, metavar="N",
+                       help="slurm: GPUs of every job (--gres=gpu:N; default 1 with -device cuda, else 0)")
+    group.add_argument("--sbatch-option", action="append", default=[], metavar="OPTION",
+                       help="slurm: one more sbatch option for every job, e.g. --sbatch-option=--mem=64G; repeatable")
+    group.add_argument("--setup", metavar="SHELL_LINE",
+                       help="slurm: a shell line every job runs first, e.g. 'module load cuda; . venv/bin/activate'")
+    group.add_argument("--step-time-ms", type=bounded(float, 1e-9), metavar="MS",
+                       help="dry run: the measured time of one training step, for the estimated device time")
+    group.add_argument("--benchmark-json", metavar="JSON_FILE",
+                       help="dry run: per-trainer step times from nnunet_dsmm benchmark --json")
+
+
+def _device_ids(text: str) -> tuple[str, ...]:
+    ids = tuple(part.strip() for part in text.split(","))
+    if not all(part.isdigit() for part in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"expected distinct CUDA device ids separated by commas, e.g. 0,1,2,3, "
+                                         f"got {text!r}")
+    return ids
+
+
+def executor_options(args: argparse.Namespace):
+    """The ``executors.ExecutorOptions`` of the parsed options; a usage error when they do not go together."""
+    from nnunet_dsmm.cli_commands import UsageError
+    from nnunet_dsmm.executors import ExecutorOptions
+
+    slurm_only = {"--partition": args.partition, "--time": args.time_limit, "--gpus-per-job": args.gpus_per_job,
+                  "--sbatch-option": args.sbatch_option, "--setup": args.setup}
+    given = [name for name, value in slurm_only.items() if value not in (None, [])]
+    if args.executor == "local" and given:
+        raise UsageError(f"nnunet_dsmm {args.command}: {', '.join(given)} only apply with --executor slurm")
+    if args.executor == "slurm" and (args.devices or args.jobs > 1):
+        raise UsageError(f"nnunet_dsmm {args.command}: --devices and --jobs are for --executor local; SLURM places "
+                         "each job (use --gpus-per-job)")
+    if args.devices and args.device != "cuda":
+        raise UsageError(f"nnunet_dsmm {args.command}: --devices lists CUDA devices; leave -device at cuda, or use "
+                         f"--jobs N with -device {args.device}")
+    if args.devices and args.jobs > 1:
+        raise UsageError(f"nnunet_dsmm {args.command}: give --devices (one training per device) or --jobs, not both")
+    gpus = args.gpus_per_job if args.gpus_per_job is not None else int(args.device == "cuda")
+    return ExecutorOptions(args.executor, args.devices or (), args.jobs, args.partition, args.time_limit,
+                           gpus if args.executor == "slurm" else None, tuple(args.sbatch_option), args.setup,
+                           args.step_time_ms, args.benchmark_json)
+
+
+def _cmd_train(args) -> int:
+    from nnunet_dsmm.executors import dry_run, run_plan
+    from nnunet_dsmm.experiment import say, trainings_for
+    from nnunet_dsmm.locations import dataset_name, require_folder
+    from nnunet_dsmm.plan import build_plan, folder_log
+
+    options = executor_options(args)
     trainings = trainings_for([args.tr], None)
     results = require_folder("nnUNet_results")
     name = dataset_name(args.d)
     _require_plans(name, args.p, args.c, args.d)
-    env = dict(os.environ)
-    steps = plan_trainings(trainings, name, args.c, args.f, args.p, results, env)
-    say(f"train: {args.tr} on {name} {args.c} fold {args.f}: {len(steps)} training(s) in order "
-        f"({', '.join(t.trainer for t in trainings)}); schedule: {_schedule_source()}", "nnunet_dsmm")
+    folds = list(dict.fromkeys(args.f))
+    plan = build_plan(trainings, name, args.c, args.p, folds, {None: results}, dict(os.environ), folder_log)
+    slurm_folder = os.path.join(results, name, "nnunet_dsmm_slurm", f"{args.p}__{args.c}")
+    say(f"train: {args.tr} on {name} {args.c} fold(s) {' '.join(map(str, folds))}: {len(trainings)} training(s) "
+        f"per fold, earlier stages first ({', '.join(t.trainer for t in trainings)}); schedule: {_schedule_source()}")
     if args.dry_run:
-        for step in steps:
-            print("  " + describe(step, train_command(step, name, args.c, args.f, args.p, args.device), True))
-        counts = {action: sum(s.action == action for s in steps) for action in (DONE, "continue", "start")}
-        print(f"train --dry-run: {counts[DONE]} done, {counts['continue']} to continue, {counts['start']} to start; "
-              "nothing trained")
+        print("\n".join("  " + line for line in dry_run(plan, options, args.device, slurm_folder)))
         return 0
-    run_steps(steps, name, args.c, args.f, args.p, args.device, env,
-              lambda step: os.path.join(step.folder, "nnunet_dsmm_train.log"))
-    say(f"train: {args.tr} and its earlier stages are trained; models in {os.path.join(results, name)}", "nnunet_dsmm")
+    if run_plan(plan, options, args.device, slurm_folder) is not None:
+        say(f"train: {args.tr} and its earlier stages are trained; models in {os.path.join(results, name)}")
     return 0
 
 

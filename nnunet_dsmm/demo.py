@@ -21,19 +21,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nnunet_dsmm import results
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.evaluation import seed_label
-from nnunet_dsmm.experiment import SCHEDULES, Schedule, results_root, run_logged, say, train_seed, trainings_for
+from nnunet_dsmm.executors import train_seed
+from nnunet_dsmm.experiment import SCHEDULES, Schedule, results_root, run_logged, say, trainings_for
 from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
+from nnunet_dsmm.reporting import draw_overlays, summary_markdown
 
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_DSMMDemo"
 CONFIGURATION = "3d_demo"
-#: overlay colour per region (regions) or class (plain labels); "enhancing tumor" is both
-REGION_COLOURS = {"whole tumor": (0.9, 0.1, 0.1), "tumor core": (0.1, 0.8, 0.1), "enhancing tumor": (0.6, 0.2, 0.8),
-                  "oedema": (0.9, 0.1, 0.1), "necrosis": (0.1, 0.8, 0.1)}
-
-
 #: the models the demo compares, in the order of its tables (the last is the reference of the tests)
 BASELINE, MATCHED_BASELINE, DSMM = "DSMMBaselineTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTrainer"
 
@@ -103,46 +101,6 @@ def add_demo_configuration(plans_file: str, max_features: int) -> None:
     plans["configurations"][CONFIGURATION] = {"inherits_from": "3d_fullres", "architecture": architecture}
     with open(plans_file, "w") as f:
         json.dump(plans, f, indent=2)
-
-
-def draw_overlays(image_file: str, label_file: str, predictions: dict[str, dict[str, str]], dataset_json: dict,
-                  out_dir: str) -> list[str]:
-    """One PNG per combination: FLAIR slice with the reference and each model's WT/TC/ET."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import SimpleITK as sitk
-
-    from nnunet_dsmm.evaluation import region_masks
-
-    background = sitk.GetArrayFromImage(sitk.ReadImage(image_file))
-    label = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
-    z = int(np.argmax((label > 0).sum(axis=(1, 2))))
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    combinations = next(iter(predictions.values()))
-    for index, combination in enumerate(combinations):
-        panels = [("reference", label)] + [(model, sitk.GetArrayFromImage(sitk.ReadImage(paths[combination])))
-                                           for model, paths in predictions.items()]
-        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
-        for ax, (title, seg) in zip(axes, panels):
-            ax.imshow(background[z], cmap="gray")
-            overlay = np.zeros((*seg.shape[1:], 4))
-            for region, mask in region_masks(seg[z], dataset_json).items():
-                overlay[mask] = (*REGION_COLOURS.get(region, (1, 1, 0)), 0.55)
-            ax.imshow(overlay)
-            ax.set_title(title, fontsize=8)
-            ax.axis("off")
-        legend = "red WT, green TC, purple ET" if "regions_class_order" in dataset_json else \
-            "red oedema, green necrosis, purple enhancing"
-        fig.suptitle(f"input: {combination}  ({legend})", fontsize=9)
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"{index:02d}_{combination}.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written
 
 
 def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_ratio: float = 0.1,
@@ -239,21 +197,18 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
                              os.path.join(figures, "overlays"))
     shutil.copy(os.path.join(evaluation, "heatmap.png"), os.path.join(figures, "heatmap.png"))
     shutil.copy(os.path.join(recovered, f"{case}_recovery_preview.png"), os.path.join(figures, "recovery_preview.png"))
-    with open(os.path.join(evaluation, "summary.json")) as f:
-        summary = json.load(f)
+    result = results.load(evaluation)
     timings["total"] = round(time.time() - start, 1)
-    means = {m: float(np.mean([summary["results"][m][r]["avg"]["dsc"] for r in summary["regions"]]))
-             for m in summary["models"]}
+    means = {m: float(np.mean([result.results[m][r].average.dsc for r in result.regions])) for m in result.models}
     report = {"device": device, "budget": asdict(budget), "fm_ratio": fm_ratio, "seed": seed, "labels": labels,
               "seeds": seeds, "timings_s": timings, "mean_dsc_over_regions_and_combinations": means,
-              "mean_dsc_std_over_seeds": {m: float(np.mean([summary["results"][m][r]["avg"]["dsc_std"]
-                                                           for r in summary["regions"]])) for m in summary["models"]},
-              "wilcoxon_against_dsmm": summary["wilcoxon"],
+              "mean_dsc_std_over_seeds": {m: float(np.mean([result.results[m][r].average.dsc_std
+                                                           for r in result.regions])) for m in result.models},
+              "wilcoxon_against_dsmm": result.to_json()["wilcoxon"],
               "text_encoder": env.get("DSMM_TEXT_ENCODER", "pretrained")}
     with open(os.path.join(out_dir, "demo_report.json"), "w") as f:
         json.dump(report, f, indent=2)
-    with open(os.path.join(evaluation, "summary.md")) as f:
-        print("\n" + f.read())
+    print("\n" + summary_markdown(result))
     print(f"Mean DSC over the 15 combinations and 3 regions ({seeds} seed{'s' if seeds > 1 else ''}): " +
           ", ".join(f"{m} {100 * v:.2f}" for m, v in means.items()))
     print(f"\nFinished in {timings['total'] / 60:.1f} min. Outputs in {out_dir}:")

@@ -4,7 +4,9 @@ folder per seed, for comparisons over seeds (``demo --seeds``, ``ablate``).
 Every training runs as a subprocess with its full log kept; a training whose ``checkpoint_final.pth``
 exists under the same schedule is skipped, and an interrupted one (a ``checkpoint_latest.pth`` or
 ``checkpoint_best.pth`` but no final checkpoint, same schedule) is continued with nnU-Net's ``--c``, so
-an interrupted experiment resumes where it stopped (``nnunet_dsmm train``, ``demo``, ``ablate``).
+an interrupted experiment resumes where it stopped (``nnunet_dsmm train``, ``demo``, ``ablate``). The
+trainings of an experiment form a plan (``nnunet_dsmm.plan``) that an executor runs
+(``nnunet_dsmm.executors``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nnunet_dsmm.errors import DSMMError
@@ -107,10 +109,11 @@ def say(message: str, prefix: str = "nnunet_dsmm") -> None:
     print(f"[{prefix} {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run_logged(args: list[str], env: dict, log_path: str, show: Sequence[str] = PROGRESS_MARKERS) -> None:
-    """Run a console script of this environment; stream the lines that contain one of ``show``, keep the
-    full output in ``log_path`` (appended to: a continued run keeps the log of the interrupted one); a
-    failure raises ``ExperimentError`` naming the log."""
+def run_logged(args: list[str], env: Mapping[str, str], log_path: str, show: Sequence[str] = PROGRESS_MARKERS,
+               prefix: str = "    ") -> None:
+    """Run a console script of this environment; stream the lines that contain one of ``show`` (after
+    ``prefix``), keep the full output in ``log_path`` (appended to: a continued run keeps the log of the
+    interrupted one); a failure raises ``ExperimentError`` naming the log."""
     executable = os.path.join(os.path.dirname(sys.executable), args[0])
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "a") as log:
@@ -122,7 +125,7 @@ def run_logged(args: list[str], env: dict, log_path: str, show: Sequence[str] = 
         for line in process.stdout:
             log.write(line)
             if any(s in line for s in show):
-                print("    " + line.rstrip()[-110:], flush=True)
+                print(prefix + line.rstrip()[-110:], flush=True)
         if process.wait() != 0:
             raise ExperimentError(f"nnunet-dsmm: '{' '.join(args)}' failed (exit {process.returncode}); "
                                   f"see its log {log_path}")
@@ -212,12 +215,6 @@ def training_folder(training: Training, dataset_name: str, configuration: str, f
     return os.path.join(root, dataset_name, identifier, f"fold_{fold}")
 
 
-def plan_trainings(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str,
-                   plans: str, root: str, env: Mapping[str, str]) -> list[Step]:
-    """A step for each of ``trainings`` (in order) under the ``nnUNet_results`` folder ``root``."""
-    return [plan_step(t, training_folder(t, dataset_name, configuration, fold, plans, root), env) for t in trainings]
-
-
 def train_command(step: Step, dataset_name: str, configuration: str, fold: int | str, plans: str,
                   device: str) -> list[str]:
     """The stock ``nnUNetv2_train`` command line of ``step`` (with ``--c`` to continue)."""
@@ -235,43 +232,3 @@ def describe(step: Step, command: Sequence[str], dry_run: bool = False) -> str:
                 f"{'would continue' if dry_run else 'continuing'} it: {' '.join(command)}")
     replacing = f", replacing {step.replaces}" if step.replaces else ""
     return f"{name}: {'would train' if dry_run else 'training'} {step.epochs} epochs{replacing}: {' '.join(command)}"
-
-
-def run_steps(steps: Sequence[Step], dataset_name: str, configuration: str, fold: int | str, plans: str,
-              device: str, env: Mapping[str, str], log_for: Callable[[Step], str],
-              report: Callable[[str], None] = say, label: str = "") -> dict[str, float]:
-    """Run the steps that are not done, in order, each with its epochs in ``DSMM_NUM_EPOCHS`` when fixed;
-    returns the wall time in seconds of each training that ran."""
-    timings = {}
-    for step in steps:
-        command = train_command(step, dataset_name, configuration, fold, plans, device)
-        report(label + describe(step, command))
-        if step.action == DONE:
-            continue
-        fixed = {} if step.training.epochs is None else {"DSMM_NUM_EPOCHS": str(step.training.epochs)}
-        start = time.time()
-        run_logged(command, {**env, **fixed}, log_for(step))
-        timings[step.training.trainer] = round(time.time() - start, 1)
-        report(f"{label}{step.training.trainer} done in {timings[step.training.trainer]:.0f} s")
-    return timings
-
-
-def seed_steps(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str, plans: str,
-               env: Mapping[str, str], out_dir: str, seed: int) -> tuple[list[Step], dict[str, str]]:
-    """The steps of the ``seed``-th independent training under ``results_root(out_dir, seed)``, and the
-    environment they run in."""
-    root = results_root(out_dir, seed)
-    seed_env = {**env, "nnUNet_results": root, "DSMM_SEED": str(seed)}
-    return plan_trainings(trainings, dataset_name, configuration, fold, plans, root, seed_env), seed_env
-
-
-def train_seed(trainings: Sequence[Training], dataset_name: str, configuration: str, fold: int | str, plans: str,
-               device: str, env: dict, out_dir: str, seed: int, log_dir: str,
-               report: Callable[[str], None] = say) -> dict[str, float]:
-    """Train ``trainings`` in order for one seed of dataset ``dataset_name`` (``DatasetXXX_Name``) under
-    ``results_root(out_dir, seed)``, keeping finished ones and continuing interrupted ones; returns the
-    wall time in seconds of each training that ran."""
-    steps, seed_env = seed_steps(trainings, dataset_name, configuration, fold, plans, env, out_dir, seed)
-    return run_steps(steps, dataset_name, configuration, fold, plans, device, seed_env,
-                     lambda step: os.path.join(log_dir, f"seed{seed}_{step.training.trainer}.log"), report,
-                     f"seed {seed}: ")

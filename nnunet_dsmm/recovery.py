@@ -21,7 +21,9 @@ import numpy as np
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.locations import as_folds
 from nnunet_dsmm.modalities import channel_names
-from nnunet_dsmm.raw_data import RawDataError, available_channels, list_cases
+from nnunet_dsmm.prediction import load_predictor, preprocess
+from nnunet_dsmm.raw_data import RawDataError, list_cases
+from nnunet_dsmm.reporting import recovery_preview
 
 
 class RecoveryError(DSMMError, RuntimeError):
@@ -71,32 +73,6 @@ def _to_input_geometry(volume: np.ndarray, properties: dict, plans_manager, conf
     return full.transpose([0] + [i + 1 for i in plans_manager.transpose_backward])
 
 
-def _preview(path: str, names: Sequence[str], inputs: np.ndarray, available: Sequence[bool],
-             recovered: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = [(f"{names[c]} (input)", inputs[c]) for c in range(len(names)) if available[c]]
-    for c, volume in recovered.items():
-        columns.append((f"{names[c]} (recovered)", volume))
-        if c in truth:
-            columns.append((f"{names[c]} (hidden real)", truth[c]))
-    slices = [int(f * inputs.shape[1]) for f in (0.35, 0.5, 0.65)]
-    fig, axes = plt.subplots(len(slices), len(columns), figsize=(2.2 * len(columns), 2.2 * len(slices)),
-                             squeeze=False)
-    for j, (title, volume) in enumerate(columns):
-        low, high = np.percentile(volume[volume != 0], (1, 99)) if np.any(volume) else (0, 1)
-        for i, z in enumerate(slices):
-            axes[i][j].imshow(volume[z], cmap="gray", vmin=low, vmax=high)
-            axes[i][j].axis("off")
-        axes[0][j].set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def complete_case_with_folds(network, parameters: Sequence[dict], data: np.ndarray, available: np.ndarray,
                              patch_size: Sequence[int], device) -> np.ndarray:
     """``complete_case`` with each fold's weights in turn, averaged (one fold: that fold's x̂_full)."""
@@ -115,13 +91,10 @@ def recover(model_folder: str, folds: int | str | Sequence[int | str], images_di
     hidden channels, computed in the normalised space inside the nonzero region). Several ``folds``:
     their reconstructions are averaged."""
     import SimpleITK as sitk
-    import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    predictor = nnUNetPredictor(perform_everything_on_device=False, device=torch.device(device), allow_tqdm=False)
     folds = as_folds(folds)
-    predictor.initialize_from_trained_model_folder(model_folder, use_folds=tuple(folds), checkpoint_name=checkpoint)
+    predictor = load_predictor(model_folder, folds, device, checkpoint)
     network = predictor.network
     if not hasattr(network, "complete"):
         raise RecoveryError(f"nnunet-dsmm: the model in {model_folder} has no recovery module; use a DSMMTrainer "
@@ -141,13 +114,11 @@ def recover(model_folder: str, folds: int | str | Sequence[int | str], images_di
         all_cases = [c for c in all_cases if c.name in cases]
     _check_output_location(out_dir, images_dir, [f for c in all_cases for f in c.images.values()])
     os.makedirs(out_dir, exist_ok=True)
-    preprocessor = config.preprocessor_class(verbose=False)
     intensity = plans.foreground_intensity_properties_per_channel
     report: dict = {"model": model_folder, "folds": folds, "hidden": list(hide), "cases": {}}
     for case in all_cases:
-        files = [case.images[c] for c in sorted(case.images)]
-        data, _, properties = preprocessor.run_case(files, None, plans, config, dataset_json)
-        real_available = available_channels(properties, len(names))
+        preprocessed = preprocess(predictor, case)
+        data, properties, real_available = preprocessed.data, preprocessed.properties, preprocessed.available
         available = real_available & ~hidden
         targets = np.flatnonzero(~available)
         if targets.size == 0 or not available.any():
@@ -183,7 +154,7 @@ def recover(model_folder: str, folds: int | str | Sequence[int | str], images_di
                 }
                 truth_views[c] = data[c]
         preview = os.path.join(out_dir, f"{case.name}_recovery_preview.png")
-        _preview(preview, names, data, available, recovered_views, truth_views)
+        recovery_preview(preview, names, data, available, recovered_views, truth_views)
         entry["preview"] = preview
         report["cases"][case.name] = entry
     with open(os.path.join(out_dir, "recovery_metrics.json"), "w") as f:

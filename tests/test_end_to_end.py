@@ -64,6 +64,7 @@ def test_every_stage_oversamples_foreground_on_the_real_data_loader(planned, tra
     batch size 1, so that stage draws the forced share per sample instead; stage 2 keeps nnU-Net's rule."""
     from nnunet_dsmm.benchmark.runtime import temporary_environment
     from nnunet_dsmm.discovery import find_registered_class
+    from nnunet_dsmm.nnunet_internals import set_batch_size_and_oversample
 
     root, _, _, env = planned
     pre = root / "preprocessed" / f"Dataset{DATASET_ID}_Synth"
@@ -73,7 +74,7 @@ def test_every_stage_oversamples_foreground_on_the_real_data_loader(planned, tra
                                nnUNet_n_proc_DA="0"):
         stage = find_registered_class(trainer)({**plans, "continue_training": False}, "3d_fullres", 0, dataset_json,
                                                torch.device("cpu"))
-        stage._set_batch_size_and_oversample()  # what initialize does first
+        set_batch_size_and_oversample(stage)  # what initialize does first
         loader = stage.get_dataloaders()[0].data_loader
     np.random.seed(0)
     if trainer == "DSMMTrainer":
@@ -290,8 +291,8 @@ def test_evaluate_every_combination_and_resume(planned, staged, dsmm_trained, tm
 def test_batched_combinations_predict_what_nnunet_predicts_one_at_a_time(planned, dsmm_trained):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from nnunet_dsmm.evaluation import predict_logits_of_combinations
     from nnunet_dsmm.modalities import all_combinations
+    from nnunet_dsmm.prediction import predict_logits_of_combinations
 
     _, folder, manifest, _ = planned
     predictor = nnUNetPredictor(perform_everything_on_device=False, device=torch.device("cpu"), use_mirroring=True,

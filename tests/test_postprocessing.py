@@ -48,12 +48,12 @@ def test_the_post_processed_et_is_scored_beside_the_raw_one(tmp_path):
     predictions = {"case": {"1111": write(small, "small.nii.gz"), "1011": write(large, "large.nii.gz")}}
     rows = score_predictions(predictions, str(tmp_path / "labels"), BRATS_JSON, "m", EmptyMaskConvention(),
                              et_min_voxels=500)
-    by = {(r["code"], r["region"]): r for r in rows}
+    by = {(r.code, r.region): r for r in rows}
     processed = "enhancing tumor (post-processed, < 500 voxels removed)"
-    assert [r["region"] for r in rows[:4]] == ["whole tumor", "tumor core", "enhancing tumor", processed]
-    assert by["1111", "enhancing tumor"]["dsc"] == pytest.approx(2 * 499 / (499 + 600))
-    assert (by["1111", processed]["dsc"], by["1111", processed]["hd95"]) == (0.0, 373.13)  # removed: one empty
-    assert by["1011", processed]["dsc"] == by["1011", "enhancing tumor"]["dsc"] == pytest.approx(1.0)
-    assert by["1111", "whole tumor"]["dsc"] == pytest.approx(1.0)  # other regions as predicted
+    assert [r.region for r in rows[:4]] == ["whole tumor", "tumor core", "enhancing tumor", processed]
+    assert by["1111", "enhancing tumor"].dsc == pytest.approx(2 * 499 / (499 + 600))
+    assert (by["1111", processed].dsc, by["1111", processed].hd95) == (0.0, 373.13)  # removed: one empty
+    assert by["1011", processed].dsc == by["1011", "enhancing tumor"].dsc == pytest.approx(1.0)
+    assert by["1111", "whole tumor"].dsc == pytest.approx(1.0)  # other regions as predicted
     without = score_predictions(predictions, str(tmp_path / "labels"), BRATS_JSON, "m", EmptyMaskConvention())
-    assert without == [r for r in rows if r["region"] != processed]
+    assert without == [r for r in rows if r.region != processed]

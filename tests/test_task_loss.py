@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from nnunet_dsmm.benchmark.batches import batch_for
+from nnunet_dsmm.nnunet_internals import deep_supervision_scales
 from nnunet_dsmm.synth import synth_case
 from tests.conftest import build_trainer
 
@@ -40,7 +41,7 @@ def tumour_patches(rng: np.random.Generator, count: int, shape: int = 32) -> tup
 
 def loader_batch(trainer, images: torch.Tensor, labels: torch.Tensor, step: int) -> dict:
     """The batch as nnU-Net's loader gives it: every deep-supervision scale of the target."""
-    scales = trainer._get_deep_supervision_scales()
+    scales = deep_supervision_scales(trainer)
     targets = [labels] + [F.interpolate(labels, size=[round(PATCH * s) for s in scale], mode="nearest")
                           for scale in scales[1:]]
     available = torch.ones(len(images), images.shape[1], dtype=torch.bool)

@@ -28,6 +28,7 @@ from torch import distributed as dist
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.masking import apply_channel_mask, modality_dropout
 from nnunet_dsmm.modalities import channel_names, prompts_in_index_order
+from nnunet_dsmm.nnunet_internals import logged_values
 from nnunet_dsmm.raw_data import available_channels, num_channels
 from nnunet_dsmm.text_encoder import embed_prompts
 from nnunet_dsmm.trainers.stages import load_earlier_stages
@@ -319,7 +320,7 @@ class DSMMTrainerBase(nnUNetTrainer):
             steps = [terms for rank in gathered for terms in rank]
         names = list(dict.fromkeys(name for terms in steps for name in terms))
         means = {name: float(np.mean([terms[name] for terms in steps if name in terms])) for name in names}
-        logged = self.logger.local_logger.my_fantastic_logging
+        logged = logged_values(self)
         for name in means:  # a term first seen now (or after resuming an older run) starts with NaN epochs
             logged.setdefault(TERM_LOG_PREFIX + name, [float("nan")] * self.current_epoch)
         for key in [k for k in logged if k.startswith(TERM_LOG_PREFIX)]:

@@ -14,6 +14,7 @@ from nnunetv2.utilities.helpers import softmax_helper_dim1
 from nnunet_dsmm.losses import feature_distances
 from nnunet_dsmm.masking import apply_channel_mask
 from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, freeze_unused_heads
+from nnunet_dsmm.nnunet_internals import compiles, deep_supervision_scales, nnunet_loss
 from nnunet_dsmm.text_encoder import embedding_dim
 from nnunet_dsmm.trainers.base import DSMMTrainerBase, StepBatch, StepResult
 from nnunet_dsmm.trainers.pretrain import DSMMPretrainNoDATrainer, DSMMPretrainTrainer
@@ -103,13 +104,13 @@ class DSMMTrainer(DSMMTrainerBase):
         if self.teacher is not None:
             check_same_backbone(self.teacher, net.student)
             self.teacher_outputs = TeacherOutputs(self.teacher, self.refines_recovery(), self.checkpoint_activations)
-            if self._do_i_compile():  # as nnU-Net compiles the trained network
+            if compiles(self):  # as nnU-Net compiles the trained network
                 self.teacher_outputs = torch.compile(self.teacher_outputs)
         self.teacher_loss = self.segmentation_loss()
 
     def segmentation_loss(self) -> torch.nn.Module:
         """nnU-Net's Dice + CE (Dice + BCE for regions) at full resolution: L_seg of Eq. 5."""
-        loss = super()._build_loss()
+        loss = nnunet_loss(self)
         return loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
 
     def _build_loss(self):
@@ -127,8 +128,8 @@ class DSMMTrainer(DSMMTrainerBase):
                                            smooth=1e-5, ddp=self.is_ddp)
         if not self.enable_deep_supervision:
             return loss
-        weights = np.array([1 / (2**i) for i in range(len(self._get_deep_supervision_scales()))])
-        weights[-1] = 1e-6 if self.is_ddp and not self._do_i_compile() else 0
+        weights = np.array([1 / (2**i) for i in range(len(deep_supervision_scales(self)))])
+        weights[-1] = 1e-6 if self.is_ddp and not compiles(self) else 0
         return DeepSupervisionWrapper(loss, weights / weights.sum())
 
     def ctd_losses(self, step: StepBatch, keep: torch.Tensor) -> dict:

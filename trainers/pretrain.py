@@ -12,6 +12,7 @@ import torch
 from nnunet_dsmm.losses import reconstruction_loss_eq1
 from nnunet_dsmm.masking import mask_input
 from nnunet_dsmm.network import FullModalPrediction, freeze_unused_heads
+from nnunet_dsmm.nnunet_internals import compiles
 from nnunet_dsmm.trainers.base import DSMMTrainerBase, StepBatch, StepResult
 from nnunet_dsmm.trainers.stages import TEACHER
 from nnunet_dsmm.trainers.teacher import DSMMTeacherTrainer
@@ -46,7 +47,7 @@ class DSMMPretrainTrainer(DSMMTrainerBase):
         f = self.stage_networks.get(TEACHER)
         # f sees φθ's reconstruction, which is full-modal: a prompt-adaptive f gets the all-modalities code
         self.teacher = FullModalPrediction(f) if f is not None else None
-        if self.teacher is not None and self._do_i_compile():  # as nnU-Net compiles φθ
+        if self.teacher is not None and compiles(self):  # as nnU-Net compiles φθ
             self.teacher = torch.compile(self.teacher)
 
     @staticmethod

@@ -9,6 +9,7 @@ import io
 import torch
 
 from nnunet_dsmm.benchmark.runtime import temporary_environment
+from nnunet_dsmm.nnunet_internals import deep_supervision_scales
 
 
 def synthetic_batches(reference, count: int, batch_size: int, complete_share: float,
@@ -19,7 +20,7 @@ def synthetic_batches(reference, count: int, batch_size: int, complete_share: fl
 
     patch = tuple(reference.configuration_manager.patch_size)
     channels, labels = reference.num_input_channels, reference.label_manager
-    scales = reference._get_deep_supervision_scales() or [[1.0] * len(patch)]  # None without deep supervision
+    scales = deep_supervision_scales(reference) or [[1.0] * len(patch)]  # None without deep supervision
     batches = []
     for b in range(count):
         available = torch.ones(batch_size, channels, dtype=torch.bool)

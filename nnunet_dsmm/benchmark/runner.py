@@ -148,8 +148,8 @@ def _time_combinations(predictors: dict, case: torch.Tensor, settings: Benchmark
     """Seconds for all 2^M - 1 channel combinations of one case with the DSMMTrainer model: one at a
     time (as that many ``nnUNetv2_predict`` runs predict, without their start-up and file I/O) and
     batched (as ``evaluate`` predicts), next to one stock prediction of the complete case."""
-    from nnunet_dsmm.evaluation import default_combinations_per_batch, predict_logits_of_combinations
     from nnunet_dsmm.modalities import all_combinations
+    from nnunet_dsmm.prediction import default_combinations_per_batch, predict_logits_of_combinations
 
     codes = torch.tensor(all_combinations(len(case)), dtype=case.dtype)
     volumes = case[None] * codes.reshape(*codes.shape, *[1] * (case.ndim - 1))
