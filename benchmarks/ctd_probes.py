@@ -10,7 +10,9 @@ that every channel combination can be made by zeroing channels), on every combin
   pre-trained φθ and DSMMTrainer's refined one): what completion costs the teacher;
 - the spread of Z_v (pooled bottleneck, the visual half of Eq. 6's indicator) over the combinations of
   a case, relative to its norm, with and without KD;
-- the gradient norms of L_task and β·L_KD on the student's encoder at the trained weights.
+- the gradient norms of L_task and β·L_KD on the student's encoder at the trained weights;
+- the loss terms every complete-then-distill training logged (nnU-Net's logger in its checkpoint), per
+  KD level, averaged over its last quarter of epochs: which levels carry L_KD.
 
 Usage: python benchmarks/ctd_probes.py RESULTS_ROOT DATASET CONFIGURATION IMAGES LABELS OUT.json
 (``nnUNet_preprocessed`` set as for training).
@@ -51,9 +53,9 @@ def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((x.T @ y).norm() ** 2 / ((x.T @ x).norm() * (y.T @ y).norm()))
 
 
-def padded(data: np.ndarray, patch: list[int]) -> torch.Tensor:
-    """The case zero-padded to at least the patch size, as the network sees a patch."""
-    pad = [(0, max(0, p - s)) for s, p in zip(data.shape[1:], patch)]
+def padded(data: np.ndarray, patch: list[int], multiple: int = 16) -> torch.Tensor:
+    """The case zero-padded to at least the patch size and to a multiple of the U-Net's total stride."""
+    pad = [(0, max(p, -(-s // multiple) * multiple) - s) for s, p in zip(data.shape[1:], patch)]
     return torch.from_numpy(np.pad(data, [(0, 0), *pad])).float()[None]
 
 
@@ -62,6 +64,23 @@ def dice(logits: torch.Tensor, target: torch.Tensor) -> float:
     inter = (predicted & target).flatten(2).sum(2).double()
     total = (predicted.flatten(2).sum(2) + target.flatten(2).sum(2)).double()
     return float(torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total)).mean())
+
+
+def logged_terms(root: str, dataset: str, configuration: str) -> dict[str, dict[str, float]]:
+    """For every training in ``root`` that logged KD terms: each ``train_loss_<term>`` averaged over the last
+    quarter of its epochs."""
+    terms = {}
+    for folder in sorted(os.listdir(os.path.join(root, dataset))):
+        path = os.path.join(root, dataset, folder, "fold_0", "checkpoint_final.pth")
+        if not folder.endswith(f"__{configuration}") or not os.path.isfile(path):
+            continue
+        logging = torch.load(path, map_location="cpu", weights_only=False)["logging"]
+        if "train_loss_kd" not in logging:
+            continue
+        last = max(1, len(logging["train_loss_kd"]) // 4)
+        terms[folder.split("__")[0]] = {key.removeprefix("train_loss_"): float(np.nanmean(values[-last:]))
+                                        for key, values in logging.items() if key.startswith("train_loss_")}
+    return terms
 
 
 def main(root: str, dataset: str, configuration: str, images: str, labels: str, out: str) -> None:
@@ -141,6 +160,7 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
                               for k in next(iter(teacher_dice.values()))},
         "z_v_relative_spread": {n: float(np.mean(v)) for n, v in spread.items()},
         "encoder_gradient_norm": {k: float(np.median(v)) for k, v in grad_norms.items()},
+        "logged_terms": logged_terms(root, dataset, configuration),
     }
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
