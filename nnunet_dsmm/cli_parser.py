@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", default="dsmm_demo", metavar="OUTPUT_FOLDER",
                       help="a new folder, or that of an earlier demo run with the same settings to resume it "
                            "(default ./dsmm_demo)")
-    add_device(demo, "cpu")
+    add_device(demo)
     demo.add_argument("--budget", default="cpu", choices=("cpu", "gpu", "smoke"),
                       help="data size, network width and schedules (cpu: ~10 min on 2 cores; gpu: larger; smoke: "
                            "a few minutes, learns nothing, for tests)")

@@ -64,6 +64,15 @@ def resumable_state(out_dir: str, settings: dict) -> dict:
     return state
 
 
+def check_device(device: str) -> None:
+    """Stop before anything is written when the device asked for (cuda by default, as in nnU-Net) is absent."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DemoError("nnunet-dsmm: the demo runs on -device cuda by default (as nnU-Net's commands), but no "
+                        "CUDA device is available here; run it on the CPU with: nnunet_dsmm demo -device cpu ...")
+
+
 @dataclass(frozen=True)
 class DemoBudget:
     """Size of the synthetic data and the network, and the schedule (``experiment.SCHEDULES``)."""
@@ -111,6 +120,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     budget = BUDGETS[budget_name]
     out_dir = os.path.abspath(out_dir)
     state = resumable_state(out_dir, {"budget": budget_name, "fm_ratio": fm_ratio, "seed": seed, "labels": labels})
+    check_device(device)
     start = time.time()
     folders = {k: os.path.join(out_dir, k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     logs, figures = os.path.join(out_dir, "logs"), os.path.join(out_dir, "figures")

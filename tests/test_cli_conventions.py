@@ -39,7 +39,7 @@ def test_every_network_command_takes_nnunets_device_option_and_placeholders():
     for command in NETWORK_COMMANDS:
         text = run_cmd(["nnunet_dsmm", command, "--help"], bare_env()).stdout
         assert "-device {cuda,cpu,mps}, --device {cuda,cpu,mps}" in text, command
-        assert "(default cpu)" in text if command == "demo" else "(default cuda)" in text, command
+        assert "(default cuda)" in text, command
     evaluate = run_cmd(["nnunet_dsmm", "evaluate", "--help"], bare_env()).stdout
     for placeholder in ("-d DATASET", "-c CONFIGURATION", "-tr TRAINER", "-i INPUT_FOLDER", "-o OUTPUT_FOLDER",
                         "-chk CHECKPOINT", "--disable_tta"):
@@ -173,3 +173,11 @@ def test_demo_refuses_a_folder_that_is_not_a_demo_run_or_has_other_settings(tmp_
     result = run_cmd(["nnunet_dsmm", "demo", "-o", str(tmp_path / "other"), "--budget", "smoke"], bare_env(),
                      check=False)
     assert_user_error(result, "holds a demo run with other settings", "'budget': 'cpu'")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
+def test_the_demo_on_nnunets_default_device_without_a_gpu_says_how_to_run_it_on_the_cpu(tmp_path):
+    result = run_cmd(["nnunet_dsmm", "demo", "-o", str(tmp_path / "demo"), "--budget", "smoke"], bare_env(),
+                     check=False)
+    assert_user_error(result, "no CUDA device is available", "nnunet_dsmm demo -device cpu")
+    assert not (tmp_path / "demo").exists()

@@ -54,8 +54,9 @@ def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tm
     from pathlib import Path
 
     out = tmp_path / "demo"
-    result = subprocess.run([str(Path(sys.executable).parent / "nnunet_dsmm"), "demo", "-o", str(out), "--budget",
-                             "smoke", "--seeds", "2", "--labels", "plain"], capture_output=True, text=True, timeout=900)
+    result = subprocess.run([str(Path(sys.executable).parent / "nnunet_dsmm"), "demo", "-device", "cpu", "-o", str(out),
+                             "--budget", "smoke", "--seeds", "2", "--labels", "plain"], capture_output=True, text=True,
+                            timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     assert summary["seeds"] == ["seed_0", "seed_1"]
@@ -80,7 +81,7 @@ def test_an_interrupted_demo_resumes_in_its_folder(tmp_path):
     """Killed during its first training, the demo run again in the same folder keeps what is done
     (synthesis, planning) and continues that training with --c instead of refusing the folder."""
     out = tmp_path / "demo"
-    command = ["nnunet_dsmm", "demo", "-o", str(out), "--budget", "smoke"]
+    command = ["nnunet_dsmm", "demo", "-device", "cpu", "-o", str(out), "--budget", "smoke"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     run_until(command, env, lambda line: line.rstrip().endswith("Epoch 1"))
     assert json.loads((out / "demo_state.json").read_text())["done"] == ["synthesise", "plan and preprocess"]
