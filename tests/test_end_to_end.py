@@ -399,6 +399,16 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
     again = run_cmd(command, env, timeout=1800)
     assert again.stdout.count("already trained, kept") == len(epochs)
     assert "0 epochs (0 training iterations) to run" in run_cmd(command + ["--dry-run"], env).stdout
+    # the complete-then-distill study in the same folder: only its own rows are new, each tested against + PGMA
+    ctd = [a if a != "all" else "ctd" for a in command]
+    run_cmd(ctd, env, timeout=1800)
+    trained = {m.name.split("__")[0] for m in models.iterdir()}
+    assert {"DSMMTrainerPGMATeacher", "DSMMTrainerDeepKD", "DSMMTrainerDetachedKD", "DSMMTrainerBeta001"} <= trained
+    study = (out / "ablation.md").read_text().split("**Complete-then-distill study")[1]
+    assert "vs DSMMTrainerNoCTD (p)" in study and study.count("| `DSMMTrainer") >= 6
+    pgma_teacher_log = next((models / "DSMMTrainerPGMATeacher__DSMMPlans__3d_fullres" / "fold_0").glob(
+        "training_log_*.txt")).read_text()
+    assert "(DSMMTrainerNoCTD) loaded from" in pgma_teacher_log and "kd_bottleneck" in pgma_teacher_log
 
 
 def test_ablate_names_the_log_of_a_failing_training(planned, tmp_path):
