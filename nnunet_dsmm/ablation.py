@@ -23,7 +23,8 @@ from nnunet_dsmm.executors import ExecutorOptions, run_plan
 from nnunet_dsmm.executors import dry_run as dry_run_lines
 from nnunet_dsmm.experiment import SCHEDULES, results_root, say, trainings_for
 from nnunet_dsmm.plan import build_plan, seed_log
-from nnunet_dsmm.reporting import ablation_markdown, figure5
+from nnunet_dsmm.reporting import ablation_markdown, figure5, per_fold_markdown
+from nnunet_dsmm.results import EvaluationResult
 
 
 class AblationError(DSMMError, ValueError):
@@ -96,7 +97,7 @@ def selected_tables(choice: str) -> list[AblationTable]:
 
 def evaluated_trainers(tables: Sequence[AblationTable]) -> list[str]:
     """The baselines and every row's trainer, each once, the full model last (the reference of the
-    Table-1 summary in ``evaluation/``)."""
+    Table-1 summary in ``evaluation/``'s folders)."""
     names = list(dict.fromkeys([row.trainer for row in BASELINES] +
                                [row.trainer for table in tables for row in table.rows]))
     return sorted(names, key=lambda name: name == FULL_MODEL)
@@ -117,13 +118,20 @@ def final_job(dataset: str, configuration: str, folds: Sequence[int | str], plan
                     os.path.join(out_dir, "logs", "evaluate_and_tabulate.log"))
 
 
+def evaluation_folder(out_dir: str, folds: Sequence[int | str]) -> str:
+    """Where the models of ``folds`` (one fold, or the ensemble of several) are evaluated: one folder per
+    set of folds, so that adding folds to an experiment keeps the predictions made before."""
+    return os.path.join(out_dir, "evaluation", ("fold_" if len(folds) == 1 else "folds_") + "_".join(map(str, folds)))
+
+
 def run_ablation(dataset: str, configuration: str, folds: Sequence[int | str], plans: str, table_choice: str,
                  images: str, labels: str, out_dir: str, device: str = "cuda", seeds: int = 1, budget: str = "cpu",
                  use_mirroring: bool = True, report: Callable[[str], None] = say, dry_run: bool = False,
                  options: ExecutorOptions = ExecutorOptions()) -> dict:
-    """Train, evaluate (the ensemble of ``folds``, as nnUNetv2_predict) and tabulate (see the module
-    docstring); returns {table name: markdown}. With ``dry_run`` only report what would be trained, and on
-    SLURM (``options``) submit the trainings and the evaluation after them; both return {}."""
+    """Train, evaluate (the ensemble of ``folds``, as nnUNetv2_predict; with several folds each fold alone
+    too) and tabulate (see the module docstring); returns {table name: markdown}. With ``dry_run`` only
+    report what would be trained, and on SLURM (``options``) submit the trainings and the evaluation after
+    them; both return {}."""
     from nnunet_dsmm.evaluation import evaluate
     from nnunet_dsmm.locations import dataset_name, trained_model_folder
 
@@ -155,15 +163,26 @@ def run_ablation(dataset: str, configuration: str, folds: Sequence[int | str], p
             use_mirroring, env)) is None:
         return {}
     report("ablate: evaluating every trained row on every channel combination ...")
-    evaluation = os.path.join(out_dir, "evaluation")
-    models = {seed_label(k): [(t, trained_model_folder(name, t, plans, configuration, fold, results_root(out_dir, k)))
-                              for t in trainers] for k in range(seeds)}
-    result = evaluate(None, fold, images, labels, evaluation, device, use_mirroring=use_mirroring, trainings=models)
+
+    def evaluated(folds_evaluated: int | str | list[int | str], folder: str) -> EvaluationResult:
+        models = {seed_label(k): [(t, trained_model_folder(name, t, plans, configuration, folds_evaluated,
+                                                           results_root(out_dir, k))) for t in trainers]
+                  for k in range(seeds)}
+        return evaluate(None, folds_evaluated, images, labels, folder, device, use_mirroring=use_mirroring,
+                        trainings=models)
+
+    result = evaluated(fold, evaluation_folder(out_dir, folds))
+    # several folds: each fold's model alone as well (nnU-Net reports folds and predicts with their ensemble)
+    per_fold = {} if len(folds) == 1 else {f: evaluated(f, evaluation_folder(out_dir, [f])) for f in folds}
     written = {}
     for table in [*tables, AblationTable("baselines", "Baselines against the full model", (), BASELINES)]:
         written[table.name] = ablation_markdown(table, result)
         if table.name == "fig5":
             figure5(table, result, os.path.join(out_dir, "fig5.png"))
+    if per_fold:
+        rows = {row.trainer: row.label for table in [*tables, AblationTable("", "", (), BASELINES)]
+                for row in table.rows}
+        written["per_fold"] = per_fold_markdown([(label, t) for t, label in rows.items()], per_fold, result)
     seeds_note = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
     document = (f"# Ablations on {name} ({configuration}, {folds_note}, schedule {budget}, {seeds_note})\n\n"
                 "DSC in % averaged over all channel combinations of the test cases; last column: paired Wilcoxon "
@@ -174,5 +193,7 @@ def run_ablation(dataset: str, configuration: str, folds: Sequence[int | str], p
     with open(os.path.join(out_dir, "ablation.json"), "w") as f:
         json.dump({"schedule": asdict(schedule), "budget": budget, "seeds": seeds, "folds": folds, "tables": written,
                    "summary": {**result.to_json(), "avg_over_regions": {t: result.average_over_regions(t)
-                                                                        for t in trainers}}}, f, indent=2)
+                                                                        for t in trainers}},
+                   "per_fold_avg_over_regions": {str(f): {t: r.average_over_regions(t) for t in trainers}
+                                                 for f, r in per_fold.items()}}, f, indent=2)
     return written

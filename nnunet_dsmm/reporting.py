@@ -151,6 +151,24 @@ def ablation_markdown(table: AblationTable, result: EvaluationResult, alpha: flo
     return f"**{table.title}**\n\n" + "\n".join(lines) + "\n"
 
 
+def per_fold_markdown(rows: Sequence[tuple[str, str]], per_fold: dict[int | str, EvaluationResult],
+                      ensemble: EvaluationResult) -> str:
+    """Avg. DSC (%) of each fold's model alone, their mean ± std over folds, and the folds' ensemble (what
+    the tables report), one line per (label, trainer) of ``rows``."""
+    folds = list(per_fold)
+    head = ["Row", "Trainer", *[f"fold {f}" for f in folds], "mean ± std over folds",
+            f"ensemble of folds {', '.join(map(str, folds))}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, trainer in rows:
+        by_fold = [_average_over_regions(per_fold[f], trainer)[0] for f in folds]
+        mean, std, _ = _average_over_regions(ensemble, trainer)
+        lines.append("| " + " | ".join([label, f"`{trainer}`", *[_percent(a, 0, False) for a in by_fold],
+                                        _percent(*mean_and_std(by_fold), True), _percent(mean, std, False)]) + " |")
+    return ("**Per fold: each fold's model alone and the ensemble of the folds**\n\n"
+            "Avg. DSC (%) over regions and combinations of the test cases (mean over seeds); the tables above "
+            "evaluate the ensemble, as `nnUNetv2_predict -f` does.\n\n" + "\n".join(lines) + "\n")
+
+
 def figure5(table: AblationTable, result: EvaluationResult, path: str) -> None:
     """Bar chart of Fig. 5: average DSC per region and on average, one bar per row (std over seeds)."""
     groups = [*result.regions, "Avg."]

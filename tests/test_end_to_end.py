@@ -409,6 +409,23 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
     pgma_teacher_log = next((models / "DSMMTrainerPGMATeacher__DSMMPlans__3d_fullres" / "fold_0").glob(
         "training_log_*.txt")).read_text()
     assert "(DSMMTrainerNoCTD) loaded from" in pgma_teacher_log and "kd_bottleneck" in pgma_teacher_log
+    # a second fold in the same folder: fold 0 is kept, fold 1 trains; the tables evaluate the ensemble,
+    # a per-fold table each fold's model alone
+    two_folds = [a for a in ctd if a != "ctd"]
+    two_folds[two_folds.index("--table"):two_folds.index("--table") + 1] = ["--table", "3"]
+    two_folds[two_folds.index("-f") + 1:two_folds.index("-f") + 2] = ["0", "1"]
+    run_cmd(two_folds, env, timeout=1800)
+    assert all((m / "fold_1" / "checkpoint_final.pth").is_file() == (m.name.split("__")[0] in {
+        "DSMMBaselineTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTeacherTrainer", "DSMMPretrainTrainer",
+        "DSMMFinetuneDATrainer", "DSMMTrainerAvailableKD", "DSMMTrainerFrozenRecovery", "DSMMTrainerNoPGMA",
+        "DSMMTrainer"}) for m in models.iterdir())
+    document = (out / "ablation.md").read_text()
+    assert "ensemble of folds 0, 1" in document.splitlines()[0]
+    per_fold = document.split("**Per fold")[1]
+    assert "| Row | Trainer | fold 0 | fold 1 | mean ± std over folds | ensemble of folds 0, 1 |" in per_fold
+    assert per_fold.count("| (d) | `DSMMTrainerNoPGMA` |") == 1
+    for folds, expected in (("fold_0", [0]), ("fold_1", [1]), ("folds_0_1", [0, 1])):
+        assert json.loads((out / "evaluation" / folds / "summary.json").read_text())["folds"] == expected
 
 
 def test_ablate_names_the_log_of_a_failing_training(planned, tmp_path):
