@@ -186,9 +186,18 @@ def resumable_checkpoint(fold_folder: str) -> str | None:
 
 def checkpoint_epoch(path: str) -> int:
     """The epoch a training continues at from the nnU-Net checkpoint ``path`` (its ``current_epoch``)."""
+    import pickle
+    import zipfile
+
     import torch
 
-    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["current_epoch"])
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["current_epoch"])
+    except (RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise ExperimentError(f"nnunet-dsmm: {path} is not a readable nnU-Net checkpoint ({type(e).__name__}: {e}); "
+                              "it was probably cut short when its training was killed. Delete it and run the "
+                              "command again: the training then continues from its other checkpoint or starts "
+                              "anew") from e
 
 
 def plan_step(training: Training, fold_folder: str, env: Mapping[str, str]) -> Step:

@@ -132,18 +132,34 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     assert process.wait() == 141 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
 
 
-def write_broken_training(results: Path, dataset: str) -> Path:
-    """A fold folder whose checkpoint_latest.pth is not a checkpoint (a disk that lost it)."""
+def write_training(results: Path, dataset: str, checkpoint: bytes | None, schedule: str) -> Path:
+    """A fold folder with ``checkpoint`` (if any) as its checkpoint_latest.pth and ``schedule`` as its
+    schedule file."""
     fold = results / dataset / "DSMMTeacherTrainer__DSMMPlans__3d_fullres" / "fold_0"
     fold.mkdir(parents=True)
-    (fold / "checkpoint_latest.pth").write_bytes(b"not a checkpoint")
-    (fold / "dsmm_schedule.json").write_text(json.dumps({"num_epochs": 3, "num_iterations_per_epoch": 2,
-                                                         "num_val_iterations_per_epoch": 1}))
+    if checkpoint is not None:
+        (fold / "checkpoint_latest.pth").write_bytes(checkpoint)
+    (fold / "dsmm_schedule.json").write_text(schedule)
     return fold
 
 
+SCHEDULE = json.dumps({"num_epochs": 3, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1})
+
+
+def test_a_checkpoint_cut_short_is_named_with_what_to_do(tmp_path):
+    import torch
+
+    torch.save({"current_epoch": 2, "network_weights": {"w": torch.zeros(1000)}}, tmp_path / "whole.pth")
+    fold = write_training(tmp_path / "results", "Dataset957_X", (tmp_path / "whole.pth").read_bytes()[:600],
+                          SCHEDULE)
+    result = run_cmd(["nnunet_dsmm", "status", "-d", "957"], bare_env(nnUNet_results=str(tmp_path / "results")),
+                     check=False)
+    assert_user_error(result, f"{fold / 'checkpoint_latest.pth'} is not a readable nnU-Net checkpoint",
+                      "Delete it and run the command again")
+
+
 def test_an_internal_error_is_one_line_with_exit_3_and_its_traceback_behind_debug(tmp_path):
-    write_broken_training(tmp_path / "results", "Dataset958_X")
+    write_training(tmp_path / "results", "Dataset958_X", None, "{ our own schedule file, but not JSON")
     env = bare_env(nnUNet_results=str(tmp_path / "results"))
     result = run_cmd(["nnunet_dsmm", "status", "-d", "958"], env, check=False)
     assert result.returncode == 3 and "Traceback" not in result.stderr
