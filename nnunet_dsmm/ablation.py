@@ -21,10 +21,11 @@ from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.evaluation import seed_label
 from nnunet_dsmm.executors import ExecutorOptions, run_plan
 from nnunet_dsmm.executors import dry_run as dry_run_lines
-from nnunet_dsmm.experiment import SCHEDULES, results_root, say, trainings_for
+from nnunet_dsmm.experiment import results_root, say, trainings_for
 from nnunet_dsmm.plan import build_plan, seed_log
 from nnunet_dsmm.reporting import ablation_markdown, figure5, per_fold_markdown
 from nnunet_dsmm.results import EvaluationResult
+from nnunet_dsmm.schedules import SCHEDULES
 
 
 class AblationError(DSMMError, ValueError):

@@ -38,7 +38,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser], add_d
 
 
 def _schedule_source() -> str:
-    from nnunet_dsmm.trainers.base import SCHEDULE_VARIABLES
+    from nnunet_dsmm.schedules import SCHEDULE_VARIABLES
 
     chosen = [f"{v}={os.environ[v]}" for v in SCHEDULE_VARIABLES.values() if os.environ.get(v)]
     return ", ".join(chosen) + " from the environment" if chosen else "each trainer's own (the paper's)"

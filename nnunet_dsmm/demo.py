@@ -25,9 +25,10 @@ from nnunet_dsmm import results
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.evaluation import seed_label
 from nnunet_dsmm.executors import train_seed
-from nnunet_dsmm.experiment import SCHEDULES, Schedule, results_root, run_logged, say, trainings_for
+from nnunet_dsmm.experiment import results_root, run_logged, say, trainings_for
 from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
 from nnunet_dsmm.reporting import draw_overlays, summary_markdown
+from nnunet_dsmm.schedules import SCHEDULES, Schedule
 
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_DSMMDemo"
@@ -75,7 +76,7 @@ def check_device(device: str) -> None:
 
 @dataclass(frozen=True)
 class DemoBudget:
-    """Size of the synthetic data and the network, and the schedule (``experiment.SCHEDULES``)."""
+    """Size of the synthetic data and the network, and the schedule (``schedules.SCHEDULES``)."""
 
     shape: int
     num_train: int
@@ -113,13 +114,15 @@ def add_demo_configuration(plans_file: str, max_features: int) -> None:
 
 
 def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_ratio: float = 0.1,
-             seed: int = 0, labels: str = "regions", seeds: int = 1) -> dict:
-    """``seed`` makes the data; ``seeds`` independent trainings of every model (``DSMM_SEED`` 0 .. seeds-1)."""
-    if seeds < 1:
-        raise DemoError(f"nnunet-dsmm: --seeds must be at least 1, got {seeds}")
+             data_seed: int = 0, labels: str = "regions", num_seeds: int = 1) -> dict:
+    """``data_seed`` makes the data; ``num_seeds`` independent trainings of every model (``DSMM_SEED`` 0 ..
+    num_seeds - 1)."""
+    if num_seeds < 1:
+        raise DemoError(f"nnunet-dsmm: --seeds must be at least 1, got {num_seeds}")
     budget = BUDGETS[budget_name]
     out_dir = os.path.abspath(out_dir)
-    state = resumable_state(out_dir, {"budget": budget_name, "fm_ratio": fm_ratio, "seed": seed, "labels": labels})
+    state = resumable_state(out_dir, {"budget": budget_name, "fm_ratio": fm_ratio, "seed": data_seed,
+                                      "labels": labels})
     check_device(device)
     start = time.time()
     folders = {k: os.path.join(out_dir, k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
@@ -154,7 +157,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
         shutil.rmtree(raw, ignore_errors=True)  # what an interrupted synthesis left
         step("synthesise", ["nnunet_dsmm", "synth", "-o", raw, "--num-train", str(budget.num_train), "--num-test",
                             str(budget.num_test), "--shape", *[str(budget.shape)] * 3, "--fm-ratio", str(fm_ratio),
-                            "--seed", str(seed), "--name", "DSMMDemo", "--labels", labels])
+                            "--seed", str(data_seed), "--name", "DSMMDemo", "--labels", labels])
         finish("synthesise")
     check = subprocess.run([os.path.join(os.path.dirname(sys.executable), "nnunet_dsmm"), "check", "--raw", raw,
                             "--no-progress", "--json"], env=env, capture_output=True, text=True, check=True)
@@ -173,7 +176,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     models = [BASELINE, MATCHED_BASELINE, DSMM]
     # the baseline, the same trained as long as stages 2 + 3, and stages 1 (f/T), 2 and 3
     trainings = trainings_for(models, budget.schedule)
-    for k in range(seeds):
+    for k in range(num_seeds):
         t = time.time()
         trained = train_seed(trainings, DATASET_NAME, CONFIGURATION, 0, "DSMMPlans", device, env, out_dir, k, logs,
                              _say)
@@ -184,8 +187,8 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
                               "fold_0", "progress.png")
         shutil.copy(curves, os.path.join(figures, f"training_curves_{trainer}.png"))
     evaluation = os.path.join(out_dir, "evaluation")
-    several = ["--seed-results", *[results_root(out_dir, k) for k in range(seeds)]] if seeds > 1 else []
-    step(f"evaluate 15 combinations ({seeds} seed{'s' if seeds > 1 else ''})",
+    several = ["--seed-results", *[results_root(out_dir, k) for k in range(num_seeds)]] if num_seeds > 1 else []
+    step(f"evaluate 15 combinations ({num_seeds} seed{'s' if num_seeds > 1 else ''})",
          ["nnunet_dsmm", "evaluate", "-d", str(DATASET_ID), "-c", CONFIGURATION, "-p", "DSMMPlans",
           *[a for m in models for a in ("-tr", m)], "-f", "0", "-i", os.path.join(raw, "imagesTs"),
           "-l", os.path.join(raw, "labelsTs"), "-o", evaluation, "-device", device, *several]
@@ -199,7 +202,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     with open(os.path.join(raw, "dataset.json")) as f:
         dataset_json = json.load(f)
     combinations = [combination_name(code, channel_names(dataset_json)) for code in all_combinations(4)]
-    first = seed_label(0) if seeds > 1 else ""
+    first = seed_label(0) if num_seeds > 1 else ""
     predictions = {model: {combo: os.path.join(evaluation, "predictions", first, model, combo, f"{case}.nii.gz")
                            for combo in combinations} for model in (BASELINE, DSMM)}
     overlays = draw_overlays(os.path.join(raw, "imagesTs", f"{case}_0000.nii.gz"),
@@ -210,8 +213,9 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     result = results.load(evaluation)
     timings["total"] = round(time.time() - start, 1)
     means = {m: float(np.mean([result.results[m][r].average.dsc for r in result.regions])) for m in result.models}
-    report = {"device": device, "budget": asdict(budget), "fm_ratio": fm_ratio, "seed": seed, "labels": labels,
-              "seeds": seeds, "timings_s": timings, "mean_dsc_over_regions_and_combinations": means,
+    report = {"device": device, "budget": asdict(budget), "fm_ratio": fm_ratio, "seed": data_seed,
+              "labels": labels, "seeds": num_seeds, "timings_s": timings,
+              "mean_dsc_over_regions_and_combinations": means,
               "mean_dsc_std_over_seeds": {m: float(np.mean([result.results[m][r].average.dsc_std
                                                            for r in result.regions])) for m in result.models},
               "wilcoxon_against_dsmm": result.to_json()["wilcoxon"],
@@ -219,7 +223,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     with open(os.path.join(out_dir, "demo_report.json"), "w") as f:
         json.dump(report, f, indent=2)
     print("\n" + summary_markdown(result))
-    print(f"Mean DSC over the 15 combinations and 3 regions ({seeds} seed{'s' if seeds > 1 else ''}): " +
+    print(f"Mean DSC over the 15 combinations and 3 regions ({num_seeds} seed{'s' if num_seeds > 1 else ''}): " +
           ", ".join(f"{m} {100 * v:.2f}" for m, v in means.items()))
     print(f"\nFinished in {timings['total'] / 60:.1f} min. Outputs in {out_dir}:")
     for label, path in (("table", os.path.join(evaluation, "summary.md")),

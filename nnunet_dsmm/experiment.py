@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nnunet_dsmm.errors import DSMMError
+from nnunet_dsmm.schedules import SCHEDULE_FILE, SCHEDULE_VARIABLES, SCHEDULES, Schedule
 
 #: progress lines of nnU-Net's training log that are shown while a training runs
 PROGRESS_MARKERS = ("Epoch ", "Pseudo dice", "Mean Validation")
@@ -38,46 +39,6 @@ class Training:
     epochs: int | None
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """Epochs of each stage and the iterations of every epoch (``DSMM_NUM_*``)."""
-
-    stage1_epochs: int
-    pretrain_epochs: int
-    finetune_epochs: int
-    iterations: int
-    val_iterations: int
-
-    def environment(self) -> dict[str, str]:
-        return {"DSMM_NUM_ITERATIONS_PER_EPOCH": str(self.iterations),
-                "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": str(self.val_iterations)}
-
-
-#: named schedules: the paper's, and shorter ones for a GPU demo, a 2-core CPU and tests (smoke learns nothing)
-SCHEDULES = {
-    "paper": Schedule(1000, 600, 1000, 250, 50),
-    "gpu": Schedule(100, 50, 100, 100, 10),
-    "cpu": Schedule(16, 6, 16, 12, 2),
-    "smoke": Schedule(2, 1, 2, 3, 1),
-}
-
-
-def stage_epochs(trainer: type, schedule: Schedule) -> int:
-    """Epochs of a DSMM trainer under ``schedule``: stage 2 trainers get the pre-training epochs, trainers
-    that start from stage 2 the fine-tuning epochs, the compute-matched baseline both, the rest stage 1's."""
-    from nnunet_dsmm.trainers.pretrain import DSMMPretrainTrainer
-    from nnunet_dsmm.trainers.stages import PRETRAINED
-    from nnunet_dsmm.trainers.teacher import DSMMBaselineComputeMatchedTrainer
-
-    if issubclass(trainer, DSMMBaselineComputeMatchedTrainer):
-        return schedule.pretrain_epochs + schedule.finetune_epochs
-    if issubclass(trainer, DSMMPretrainTrainer):
-        return schedule.pretrain_epochs
-    if PRETRAINED in trainer.earlier_stages():
-        return schedule.finetune_epochs
-    return schedule.stage1_epochs
-
-
 def trainings_for(trainers: Sequence[str], schedule: Schedule | None) -> list[Training]:
     """``trainers`` and every earlier stage they build on, each once, earlier stages first, with their
     epochs under ``schedule`` (None: each trainer's own schedule)."""
@@ -88,7 +49,7 @@ def trainings_for(trainers: Sequence[str], schedule: Schedule | None) -> list[Tr
     def add(trainer: type) -> None:
         for stage in trainer.earlier_stages().values():
             add(stage)
-        epochs = None if schedule is None else stage_epochs(trainer, schedule)
+        epochs = None if schedule is None else schedule.epochs(trainer.stage)
         ordered.setdefault(trainer.__name__, Training(trainer.__name__, epochs))
 
     for name in trainers:
@@ -152,8 +113,6 @@ class Step:
 
 def recorded_schedule(fold_folder: str) -> dict | None:
     """The schedule a DSMM trainer recorded next to its checkpoints (``dsmm_schedule.json``), or None."""
-    from nnunet_dsmm.trainers.base import SCHEDULE_FILE
-
     path = os.path.join(fold_folder, SCHEDULE_FILE)
     if not os.path.isfile(path):
         return None
@@ -165,14 +124,13 @@ def expected_schedule(training: Training, env: Mapping[str, str]) -> dict[str, i
     """The entries of ``dsmm_schedule.json`` that a run of ``training`` under ``env`` records and that are
     known without building the trainer: its epochs and every ``DSMM_NUM_*`` variable that is set."""
     from nnunet_dsmm.discovery import find_registered_class
-    from nnunet_dsmm.trainers.base import SCHEDULE_VARIABLES
 
     expected = {name: int(env[variable]) for name, variable in SCHEDULE_VARIABLES.items()
                 if env.get(variable, "").isdigit()}
     if training.epochs is not None:
         expected["num_epochs"] = training.epochs
     elif "num_epochs" not in expected:
-        expected["num_epochs"] = find_registered_class(training.trainer).default_num_epochs
+        expected["num_epochs"] = SCHEDULES["paper"].epochs(find_registered_class(training.trainer).stage)
     return expected
 
 

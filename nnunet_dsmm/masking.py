@@ -14,21 +14,21 @@ def modality_dropout(available: torch.Tensor, generator: torch.Generator | None 
     """
     if not bool(available.any(dim=1).all()):
         raise ValueError("modality_dropout: a sample has no available channel at all")
-    keep = torch.zeros_like(available)
+    kept = torch.zeros_like(available)
     todo = torch.ones(available.shape[0], dtype=torch.bool, device=available.device)
     while bool(todo.any()):
         draw = torch.rand(available.shape, generator=generator, device=available.device) < 0.5
         draw &= available
         accept = todo & draw.any(dim=1)
-        keep[accept] = draw[accept]
+        kept[accept] = draw[accept]
         todo &= ~accept
-    return keep
+    return kept
 
 
-def apply_channel_mask(data: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Zero the channels of ``data`` (B, M, ...) where ``keep`` (B, M) is False."""
-    shape = keep.shape + (1,) * (data.ndim - 2)
-    return data * keep.reshape(shape).to(data.dtype)
+def apply_channel_mask(data: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """Zero the channels of ``data`` (B, M, ...) where ``available`` (B, M) is False."""
+    shape = available.shape + (1,) * (data.ndim - 2)
+    return data * available.reshape(shape).to(data.dtype)
 
 
 def spatial_patch_mask(shape: tuple[int, ...], patch_size: int, mask_ratio: float,

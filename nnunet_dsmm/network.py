@@ -171,7 +171,7 @@ class DSMMNetwork(nn.Module):
     """What nnU-Net trains and saves: the student S and the recovery module M_rec.
 
     ``forward(x)`` is the student alone (prediction). During complete-then-distill training,
-    ``forward(x_student, code, real=x_a, available=mask)`` also completes the real data with M_rec
+    ``forward(x_student, code, real=x_a, available=available)`` also completes the real data with M_rec
     (x̂_full keeps the real channels, M_rec's output fills the missing ones) and returns
     ``(segmentation, student_features, x_full)``; one forward call keeps DDP correct.
     """
@@ -197,12 +197,12 @@ class DSMMNetwork(nn.Module):
             if not self.recover_every_step:
                 return real
             rows = rows.new_zeros(1)  # a complete sample: M_rec takes part with weight 0
-        keep = available[rows].reshape(len(rows), -1, *([1] * (real.ndim - 2))).to(real.dtype)
+        real_weight = available[rows].reshape(len(rows), -1, *([1] * (real.ndim - 2))).to(real.dtype)
         subset = real[rows]
         features = unet_features(self.recovery.encoder, self.recovery.decoder, subset,
                                  self.checkpoint_recovery and torch.is_grad_enabled())[1]
         reconstruction = self.recovery.decoder.seg_layers[-1](features[-1])
-        completed = subset * keep + reconstruction.to(real.dtype) * (1 - keep)
+        completed = subset * real_weight + reconstruction.to(real.dtype) * (1 - real_weight)
         return completed if len(rows) == len(real) else real.index_copy(0, rows, completed)
 
     def forward(self, x, code=None, real=None, available=None):

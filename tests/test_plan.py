@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 
 from nnunet_dsmm.executors import ExecutorOptions
-from nnunet_dsmm.experiment import SCHEDULES, trainings_for
+from nnunet_dsmm.experiment import trainings_for
 from nnunet_dsmm.plan import build_plan, estimate_seconds, folder_log, seed_log, step_times_ms
+from nnunet_dsmm.schedules import SCHEDULES
 from nnunet_dsmm.slurm import script_text
 from tests.conftest import run_cmd
 

@@ -12,6 +12,7 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from nnunet_dsmm.hypernetwork import HyperPredictionHeads
 from nnunet_dsmm.losses import distillation_loss_eq4, feature_distances
+from nnunet_dsmm.masking import apply_channel_mask
 from nnunet_dsmm.modalities import all_combinations, prompt
 from nnunet_dsmm.network import (
     DSMMNetwork,
@@ -96,7 +97,7 @@ def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True, checkpoint=False
     teacher = teacher.requires_grad_(False).eval()
     student = PromptAdaptiveUNet(small_unet(4, 3, deep_supervision=True), 4, 3, "binary", prompt_dim=8)
     trainer = SimpleNamespace(
-        network=DSMMNetwork(student, freeze_unused_heads(small_unet(4, 4))), teacher=teacher, alpha=alpha, beta=beta,
+        network=DSMMNetwork(student, freeze_unused_heads(small_unet(4, 4))), frozen_t=teacher, alpha=alpha, beta=beta,
         complete_with_recovery=complete_with_recovery, kd_reaches_recovery=kd_reaches_recovery,
         kd_levels=DSMMTrainer.kd_levels, kd_distance=DSMMTrainer.kd_distance,
         teacher_outputs=TeacherOutputs(teacher, complete_with_recovery and alpha > 0, checkpoint),
@@ -115,7 +116,8 @@ def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True, checkpoint=False
 def trainer_terms(trainer, real, available, keep, target) -> dict:
     """The trainer's own Eq. 7 terms for a batch whose student sees the channels ``keep`` (without the
     per-level copies of L_KD, which are logged only)."""
-    terms = DSMMTrainer.ctd_losses(trainer, StepBatch(real, target, available, training=True), keep)
+    terms = DSMMTrainer.ctd_losses(trainer, StepBatch(real, target, available, training=True),
+                                   apply_channel_mask(real, keep), keep)
     return {name: value for name, value in terms.items() if not name.startswith("kd_")}
 
 
@@ -153,13 +155,13 @@ def plain_eq7_terms(trainer, real, available, keep, target) -> dict:
     segmentation, student_features = net.student.forward_with_features(real * keep[..., None, None, None], keep)
     k = available[..., None, None, None].float()
     x_full = real * k + net.recovery(real) * (1 - k)
-    skips, features = unet_features(trainer.teacher.encoder, trainer.teacher.decoder, x_full)
+    skips, features = unet_features(trainer.frozen_t.encoder, trainer.frozen_t.decoder, x_full)
     kd = sum(((t if trainer.kd_reaches_recovery else t.detach()) - s).pow(2).mean()
              for t, s in zip(skips + features, student_features))
-    if isinstance(trainer.teacher, PromptAdaptiveUNet):  # T of x̂_full is told that every modality is there
-        logits = trainer.teacher.predict(skips, features, torch.ones(len(real), 4, dtype=torch.bool))[0]
+    if isinstance(trainer.frozen_t, PromptAdaptiveUNet):  # T of x̂_full is told that every modality is there
+        logits = trainer.frozen_t.predict(skips, features, torch.ones(len(real), 4, dtype=torch.bool))[0]
     else:
-        logits = trainer.teacher.decoder.seg_layers[-1](features[-1])
+        logits = trainer.frozen_t.decoder.seg_layers[-1](features[-1])
     mrec = trainer.teacher_loss(logits, target[0])
     return {"task": trainer.loss(segmentation, target), "mrec": mrec, "kd": kd}
 

@@ -50,12 +50,12 @@ def test_distribution_approximation_reaches_phi_through_the_reconstruction_and_n
     terms["da"].backward()
     encoder = [p.grad for p in trainer.network.encoder.parameters()]
     assert all(g is not None for g in encoder) and sum(g.abs().sum() for g in encoder) > 0
-    assert all(p.grad is None and not p.requires_grad for p in trainer.teacher.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in trainer.frozen_f.parameters())
 
 
 def test_pretraining_without_da_needs_no_stage_1_and_optimises_eq1_alone(tmp_path):
     trainer = build_trainer("DSMMPretrainNoDATrainer", tmp_path)
-    assert trainer.teacher is None and trainer.stage_networks == {}
+    assert trainer.frozen_f is None and trainer.stage_networks == {}
     step = trainer.step_batch(batch(trainer), training=True)
     terms, segmentation = trainer.compute_loss(step)
     assert set(terms) == {"eq1"} and segmentation is None
@@ -66,7 +66,7 @@ def test_table_3b_teacher_sees_the_available_real_modalities_and_m_rec_never_run
     trainer = build_trainer("DSMMTrainerAvailableKD", tmp_path)
     seen, recovered = [], []
     # the networks run stage by stage (multi-scale features), so the hooks sit on their first stages
-    trainer.teacher.encoder.stages[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    trainer.frozen_t.encoder.stages[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
     trainer.network.recovery.encoder.stages[0].register_forward_hook(lambda *args: recovered.append(1))
     step = trainer.step_batch(batch(trainer), training=True)
     terms = trainer.compute_loss(step).terms
@@ -248,9 +248,9 @@ def test_the_pgma_teacher_variant_distils_from_the_student_of_a_plus_pgma_model(
 
     trainer = build_trainer("DSMMTrainerPGMATeacher", tmp_path)
     assert type(trainer).earlier_stages()[TEACHER] is DSMMTrainerNoCTD
-    assert isinstance(trainer.teacher, PromptAdaptiveUNet) and not hasattr(trainer.teacher, "recovery")
+    assert isinstance(trainer.frozen_t, PromptAdaptiveUNet) and not hasattr(trainer.frozen_t, "recovery")
     checkpoint = torch.load(tmp_path / "DSMMTrainerNoCTD.pth", weights_only=False)["network_weights"]
-    for key, value in trainer.teacher.state_dict().items():
+    for key, value in trainer.frozen_t.state_dict().items():
         if key != "prompt_embeddings":
             assert torch.equal(value, checkpoint["student." + key]), key
     trainer.train_step(batch(trainer))

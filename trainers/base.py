@@ -10,7 +10,6 @@ epoch in nnU-Net's logger (``train_loss_<term>``) and in the training log.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from dataclasses import dataclass
@@ -25,61 +24,30 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import distributed as dist
 
-from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.masking import apply_channel_mask, modality_dropout
 from nnunet_dsmm.modalities import channel_names, prompts_in_index_order
 from nnunet_dsmm.nnunet_internals import logged_values
 from nnunet_dsmm.raw_data import available_channels, num_channels
+from nnunet_dsmm.schedules import (
+    CPU_THREADS_VARIABLE,
+    SCHEDULE_FILE,
+    SCHEDULE_VARIABLES,
+    SCHEDULES,
+    ScheduleError,
+    ScheduleMismatchError,
+    Stage,
+    positive_int_from_env,
+    schedule_from_environment,
+)
 from nnunet_dsmm.text_encoder import embed_prompts
+from nnunet_dsmm.trainers.cosine_lr import CosineLRScheduler
 from nnunet_dsmm.trainers.stages import load_earlier_stages
 
-SCHEDULE_VARIABLES = {
-    "num_epochs": "DSMM_NUM_EPOCHS",
-    "num_iterations_per_epoch": "DSMM_NUM_ITERATIONS_PER_EPOCH",
-    "num_val_iterations_per_epoch": "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH",
-}
-#: the schedule a run was started with, next to its checkpoints
-SCHEDULE_FILE = "dsmm_schedule.json"
 #: prefix of the per-term loss entries in nnU-Net's logger
 TERM_LOG_PREFIX = "train_loss_"
 #: environment variable with an integer that seeds Python's, NumPy's and torch's generators before the
 #: networks are built (independent trainings per seed; nnU-Net's augmentation workers stay unseeded)
 SEED_VARIABLE = "DSMM_SEED"
-
-
-class ScheduleError(DSMMError, ValueError):
-    """A schedule variable is not a positive integer."""
-
-
-class ScheduleMismatchError(ScheduleError):
-    """``--c`` would continue a run under another schedule than the one it was started with."""
-
-
-def _positive_int_from_env(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise ScheduleError(f"nnunet-dsmm: environment variable {name}={value!r} must be a positive integer")
-    return int(value)
-
-
-class CosineLRScheduler(torch.optim.lr_scheduler.LRScheduler):
-    """Cosine decay from ``initial_lr`` to 0 over ``max_steps`` epochs; ``step(epoch)`` like nnU-Net's."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, max_steps: int):
-        self.initial_lr = initial_lr
-        self.max_steps = max_steps
-        self.ctr = 0
-        super().__init__(optimizer, -1)
-
-    def step(self, current_step: int | None = None) -> None:
-        if current_step is None or current_step == -1:
-            current_step = self.ctr
-            self.ctr += 1
-        lr = 0.5 * self.initial_lr * (1 + math.cos(math.pi * min(current_step, self.max_steps) / self.max_steps))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
 
 @dataclass(frozen=True)
@@ -112,7 +80,8 @@ class DSMMTrainerBase(nnUNetTrainer):
 
     paper_initial_lr: float = 3e-4
     paper_weight_decay: float = 5e-4
-    default_num_epochs: int = 1000
+    #: the stage this trainer trains: its epochs under each schedule (``schedules.Schedule.epochs``)
+    stage: Stage = Stage.SEGMENTATION
     #: batch size of the paper's schedule; None keeps the plan's
     paper_batch_size: int | None = None
     #: validation batches are modality-dropped too, so that the EMA pseudo Dice that picks nnU-Net's
@@ -139,13 +108,16 @@ class DSMMTrainerBase(nnUNetTrainer):
             torch.manual_seed(int(seed))
         #: the seed of this run (``DSMM_SEED``), None when unseeded
         self.dsmm_seed = int(seed) if seed else None
+        if os.environ.get(CPU_THREADS_VARIABLE) and self.device.type == "cpu":  # --jobs N shares the cores
+            torch.set_num_threads(positive_int_from_env(CPU_THREADS_VARIABLE, 1))
+            self.print_to_log_file(f"nnunet-dsmm: torch threads: {torch.get_num_threads()} ({CPU_THREADS_VARIABLE})")
         self.initial_lr = self.paper_initial_lr
         self.weight_decay = self.paper_weight_decay
-        self.num_epochs = self.default_num_epochs
-        for attribute, variable in SCHEDULE_VARIABLES.items():
-            setattr(self, attribute, _positive_int_from_env(variable, getattr(self, attribute)))
+        self.num_epochs = SCHEDULES["paper"].epochs(self.stage)
         #: the schedule of this run (also in debug.json and in SCHEDULE_FILE)
-        self.dsmm_schedule = {attribute: getattr(self, attribute) for attribute in SCHEDULE_VARIABLES}
+        self.dsmm_schedule = schedule_from_environment({a: getattr(self, a) for a in SCHEDULE_VARIABLES})
+        for attribute, value in self.dsmm_schedule.items():
+            setattr(self, attribute, value)
         self.num_modalities = num_channels(dataset_json)
         #: preprocessed case identifier -> (M,) bool channel availability; read from the .pkl files on first use
         self.availability: dict[str, torch.Tensor] = {}
@@ -219,8 +191,8 @@ class DSMMTrainerBase(nnUNetTrainer):
         if not self.availability:
             for pkl in glob(os.path.join(self.preprocessed_dataset_folder, "*.pkl")):
                 identifier = os.path.basename(pkl)[: -len(".pkl")]
-                mask = available_channels(load_pickle(pkl), self.num_modalities)
-                self.availability[identifier] = torch.from_numpy(mask)
+                available = available_channels(load_pickle(pkl), self.num_modalities)
+                self.availability[identifier] = torch.from_numpy(available)
         return torch.stack([self.availability[k] for k in keys]).to(self.device)
 
     def step_batch(self, batch: dict, training: bool) -> StepBatch:
@@ -237,14 +209,14 @@ class DSMMTrainerBase(nnUNetTrainer):
         the available channels (MDrop) in training, and in validation too while
         ``validate_under_modality_dropout`` (else all available channels)."""
         dropout = step.training or self.validate_under_modality_dropout
-        keep = modality_dropout(step.available) if dropout else step.available
-        return apply_channel_mask(step.data, keep), keep
+        code = modality_dropout(step.available) if dropout else step.available
+        return apply_channel_mask(step.data, code), code
 
     def compute_loss(self, step: StepBatch) -> StepResult:
         """The hook of each stage. Here: nnU-Net's loss of the network's segmentation of its input (a
         prompt-adaptive network also gets the input's code, after modality dropout)."""
-        data, keep = self.segmentation_input(step)
-        output = self.network(data) if self.prompt_source is None else self.network(data, keep)
+        data, code = self.segmentation_input(step)
+        output = self.network(data) if self.prompt_source is None else self.network(data, code)
         return StepResult({"seg": self.loss(output, step.target)}, output)
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

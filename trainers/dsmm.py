@@ -12,9 +12,9 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
 from nnunet_dsmm.losses import feature_distances
-from nnunet_dsmm.masking import apply_channel_mask
 from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, freeze_unused_heads
 from nnunet_dsmm.nnunet_internals import compiles, deep_supervision_scales, nnunet_loss
+from nnunet_dsmm.schedules import Stage
 from nnunet_dsmm.text_encoder import embedding_dim
 from nnunet_dsmm.trainers.base import DSMMTrainerBase, StepBatch, StepResult
 from nnunet_dsmm.trainers.pretrain import DSMMPretrainNoDATrainer, DSMMPretrainTrainer
@@ -36,6 +36,7 @@ def kd_level_names(num_levels: int) -> list[str]:
 class DSMMTrainer(DSMMTrainerBase):
     """Eq. 7: L_task + α·L_Mrec + β·L_KD, student with hypernetwork heads (Eq. 6)."""
 
+    stage = Stage.FINETUNING
     paper_batch_size = 1
     alpha: float = 1.0
     beta: float = 0.1
@@ -100,10 +101,11 @@ class DSMMTrainer(DSMMTrainerBase):
         net.student.load_state_dict(backbone_state(phi_state), strict=False)
         net.recover_every_step = self.is_ddp and self.refines_recovery()
         net.checkpoint_recovery = self.checkpoint_activations
-        self.teacher = self.stage_networks.get(TEACHER)
-        if self.teacher is not None:
-            check_same_backbone(self.teacher, net.student)
-            self.teacher_outputs = TeacherOutputs(self.teacher, self.refines_recovery(), self.checkpoint_activations)
+        #: the frozen stage-1 teacher T (a segmentation U-Net), None without complete-then-distill
+        self.frozen_t = self.stage_networks.get(TEACHER)
+        if self.frozen_t is not None:
+            check_same_backbone(self.frozen_t, net.student)
+            self.teacher_outputs = TeacherOutputs(self.frozen_t, self.refines_recovery(), self.checkpoint_activations)
             if compiles(self):  # as nnU-Net compiles the trained network
                 self.teacher_outputs = torch.compile(self.teacher_outputs)
         self.teacher_loss = self.segmentation_loss()
@@ -132,16 +134,15 @@ class DSMMTrainer(DSMMTrainerBase):
         weights[-1] = 1e-6 if self.is_ddp and not compiles(self) else 0
         return DeepSupervisionWrapper(loss, weights / weights.sum())
 
-    def ctd_losses(self, step: StepBatch, keep: torch.Tensor) -> dict:
-        """The terms of Eq. 7 for one batch whose student sees the channels ``keep`` (B, M) of the
-        real data: ``task``, ``mrec`` (Eq. 5) and ``kd`` (Eq. 4)."""
+    def ctd_losses(self, step: StepBatch, student_input: torch.Tensor, code: torch.Tensor) -> dict:
+        """The terms of Eq. 7 for one batch whose student sees ``student_input``, the channels ``code``
+        (B, M) of the real data: ``task``, ``mrec`` (Eq. 5) and ``kd`` (Eq. 4)."""
         real, target = step.data, step.target
-        student_input = apply_channel_mask(real, keep)
-        if self.teacher is None:
-            return {"task": self.loss(self.network(student_input, keep), target)}
-        completion_mask = step.available if self.complete_with_recovery else torch.ones_like(step.available)
-        segmentation, student_features, x_full = self.network(student_input, keep, real=real,
-                                                              available=completion_mask)
+        if self.frozen_t is None:
+            return {"task": self.loss(self.network(student_input, code), target)}
+        # the channels x̂_full keeps from the real data; Table 3 b: all, T sees the real data as it is
+        available = step.available if self.complete_with_recovery else torch.ones_like(step.available)
+        segmentation, student_features, x_full = self.network(student_input, code, real=real, available=available)
         # T is frozen: it needs a graph only to pass L_Mrec's gradient back to M_rec's completions
         with nullcontext() if x_full.requires_grad else torch.no_grad():
             teacher_features, teacher_logits = self.teacher_outputs(x_full)
@@ -166,11 +167,11 @@ class DSMMTrainer(DSMMTrainerBase):
 
     def compute_loss(self, step: StepBatch) -> StepResult:
         """Training: the terms of Eq. 7 under MDrop. Validation: L_task of the student on its input."""
-        data, keep = self.segmentation_input(step)
+        data, code = self.segmentation_input(step)
         if not step.training:
-            segmentation = self.network(data, keep)
+            segmentation = self.network(data, code)
             return StepResult({"task": self.loss(segmentation, step.target)}, segmentation)
-        return StepResult(self.ctd_losses(step, keep), None)
+        return StepResult(self.ctd_losses(step, data, code), None)
 
 
 class DSMMTrainerNoCTD(DSMMTrainer):

@@ -13,6 +13,7 @@ from nnunet_dsmm.losses import reconstruction_loss_eq1
 from nnunet_dsmm.masking import mask_input
 from nnunet_dsmm.network import FullModalPrediction, freeze_unused_heads
 from nnunet_dsmm.nnunet_internals import compiles
+from nnunet_dsmm.schedules import Stage
 from nnunet_dsmm.trainers.base import DSMMTrainerBase, StepBatch, StepResult
 from nnunet_dsmm.trainers.stages import TEACHER
 from nnunet_dsmm.trainers.teacher import DSMMTeacherTrainer
@@ -21,7 +22,7 @@ from nnunet_dsmm.trainers.teacher import DSMMTeacherTrainer
 class DSMMPretrainTrainer(DSMMTrainerBase):
     """Mask-Rec pre-training with distribution approximation (the paper's default, λ = 0.1)."""
 
-    default_num_epochs = 600
+    stage = Stage.PRETRAINING
     paper_batch_size = 2
     #: λ of Eq. 3; 0 disables distribution approximation (and the need for a stage-1 model)
     lambda_da: float = 0.1
@@ -36,7 +37,8 @@ class DSMMPretrainTrainer(DSMMTrainerBase):
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
-        self.teacher: torch.nn.Module | None = None
+        #: the frozen stage-1 model f of Eq. 3, predicting with the all-modalities code; None without DA
+        self.frozen_f: torch.nn.Module | None = None
 
     @classmethod
     def earlier_stages(cls) -> dict:
@@ -46,9 +48,9 @@ class DSMMPretrainTrainer(DSMMTrainerBase):
         super().initialize()
         f = self.stage_networks.get(TEACHER)
         # f sees φθ's reconstruction, which is full-modal: a prompt-adaptive f gets the all-modalities code
-        self.teacher = FullModalPrediction(f) if f is not None else None
-        if self.teacher is not None and compiles(self):  # as nnU-Net compiles φθ
-            self.teacher = torch.compile(self.teacher)
+        self.frozen_f = FullModalPrediction(f) if f is not None else None
+        if self.frozen_f is not None and compiles(self):  # as nnU-Net compiles φθ
+            self.frozen_f = torch.compile(self.frozen_f)
 
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
@@ -62,9 +64,9 @@ class DSMMPretrainTrainer(DSMMTrainerBase):
         """The terms of Eq. 3 (training and validation alike); the pseudo Dice is f's on the reconstruction."""
         reconstruction = self.network(mask_input(step.data, step.available, self.mask_patch_size, self.mask_ratio))
         terms = {"eq1": reconstruction_loss_eq1(reconstruction, step.data, step.available)}
-        if self.teacher is None:
+        if self.frozen_f is None:
             return StepResult(terms, None)
-        segmentation = self.teacher(reconstruction)
+        segmentation = self.frozen_f(reconstruction)
         terms["da"] = self.loss(segmentation, step.target)
         return StepResult(terms, segmentation)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from nnunet_dsmm.network import build_segmentation_network
+from nnunet_dsmm.schedules import Stage
 from nnunet_dsmm.text_encoder import embedding_dim
 from nnunet_dsmm.trainers.base import DSMMTrainerBase
 
@@ -21,11 +22,11 @@ class DSMMBaselineTrainer(DSMMTrainerBase):
 
 
 class DSMMBaselineComputeMatchedTrainer(DSMMBaselineTrainer):
-    """The baseline trained as long as stages 2 and 3 together (600 + 1000 epochs by default; with
+    """The baseline trained as long as stages 2 and 3 together (``Stage.COMPUTE_MATCHED``; with
     ``DSMM_NUM_EPOCHS``, give it the sum of the two stages' epochs): DSMMTrainer starts from stage 2's
     weights and trains on, so a fair baseline gets the same number of epochs."""
 
-    default_num_epochs = 600 + 1000
+    stage = Stage.COMPUTE_MATCHED
 
 
 class DSMMTeacherTrainer(DSMMBaselineTrainer):

@@ -78,7 +78,7 @@ class PeakMemory:
 
 def resident_bytes(trainer) -> int:
     """Bytes of the trainer's weights, buffers, frozen networks and optimiser state (not gradients)."""
-    modules = [trainer.network] + [m for m in (getattr(trainer, "teacher", None),) if m is not None]
+    modules = [trainer.network, *getattr(trainer, "stage_networks", {}).values()]  # stock trainers have none
     tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
     tensors += [v for state in trainer.optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
     unique = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
