@@ -5,6 +5,7 @@ A failing training stops the trainings that build on it, not the others; the sum
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 
 from nnunet_dsmm.experiment import DONE, ExperimentError, Training, describe, results_root, run_logged, say
 from nnunet_dsmm.plan import Job, Plan, build_plan, describe_cost, describe_plan, seed_log
+from nnunet_dsmm.schedules import CPU_THREADS_VARIABLE
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,11 @@ class Outcome:
                               "are kept and interrupted ones continue")
 
 
+def cpu_threads_per_job(jobs: int) -> int:
+    """The machine's cores shared among ``jobs`` concurrent CPU trainings (at least one each)."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def _prefix(job: Job) -> str:
     return ("" if job.seed is None else f"seed {job.seed} ") + f"fold {job.fold}: "
 
@@ -84,6 +91,8 @@ def run_local(plan: Plan, slots: Sequence[str | None], device: str,
     def start(pool: ThreadPoolExecutor, job: Job, slot: str | None) -> None:
         command = plan.command(job, device)
         env = plan.environment(job) | ({} if slot is None else {"CUDA_VISIBLE_DEVICES": slot})
+        if slot is None and len(slots) > 1 and device == "cpu":
+            env[CPU_THREADS_VARIABLE] = str(cpu_threads_per_job(len(slots)))
         visible = "" if slot is None else f" (CUDA_VISIBLE_DEVICES={slot})"
         report(_prefix(job) + describe(job.step, command) + visible)
         prefix = f"    [{job.label}] " if len(slots) > 1 else "    "

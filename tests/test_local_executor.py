@@ -1,16 +1,18 @@
-"""Independent trainings at the same time on this machine (issue 19 §2, §4): ``train -f 0 1 --jobs 2`` on
-the CPU trains the same models as one at a time, each stage after the one it builds on; a failing training
-stops its dependants, not the others, and the summary names its log."""
+"""Independent trainings at the same time on this machine: ``train -f 0 1 --jobs 2`` on the CPU trains
+the same models as one at a time, sharing the cores among them, each stage after the one it builds on; a
+failing training stops its dependants, not the others, and the summary names its log."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
 
 import pytest
 
+from nnunet_dsmm.schedules import CPU_THREADS_VARIABLE
 from tests.conftest import make_dataset, nnunet_env, run_cmd
 
 DATASET_ID = 963
@@ -85,6 +87,10 @@ def test_two_jobs_train_the_same_models_as_one_at_a_time_and_overlap(planned, tm
         assert order.index(("done", f"fold {k}: DSMMTeacherTrainer")) < order.index(
             ("start", f"fold {k}: DSMMPretrainTrainer"))
     assert "[DSMMTeacherTrainer fold 1] " in parallel  # progress lines say which training they come from
+    shared = f"torch threads: {max(1, (os.cpu_count() or 1) // 2)} ({CPU_THREADS_VARIABLE})"
+    for trainer in STAGES:  # two at a time share the cores instead of each taking all of them
+        assert shared in (fold(two, trainer, 1) / "nnunet_dsmm_train.log").read_text()
+        assert CPU_THREADS_VARIABLE not in (fold(one, trainer, 1) / "nnunet_dsmm_train.log").read_text()
 
 
 def test_a_failing_training_stops_its_dependants_not_the_others(planned, tmp_path):
