@@ -74,7 +74,10 @@ TABLES = {
         AblationRow("H1 bases: T = + PGMA model (shares S's initialisation)", "DSMMTrainerPGMATeacher"),
         AblationRow("H2 levels: KD on bottleneck and decoder only", "DSMMTrainerDeepKD"),
         AblationRow("H3 L_KD does not reach M_rec", "DSMMTrainerDetachedKD"),
-        AblationRow("H4 β = 0.01", "DSMMTrainerBeta001")), reference="DSMMTrainerNoCTD"),
+        AblationRow("H4 β = 0.01", "DSMMTrainerBeta001"),
+        AblationRow("H8 batch size: + PGMA at the plan's batch size", "DSMMTrainerNoCTDPlanBatch"),
+        AblationRow("H8 batch size: stage 1 alone at batch size 1", "DSMMTeacherTrainerBatch1")),
+        reference="DSMMTrainerNoCTD"),
 }
 FULL_MODEL = "DSMMTrainer"
 #: compared with the full model in every run: the plain baseline and the baseline given stages 2 + 3's epochs

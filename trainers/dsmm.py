@@ -268,6 +268,13 @@ class DSMMTrainerBeta001(DSMMTrainer):
     beta = 0.01
 
 
+class DSMMTrainerNoCTDPlanBatch(DSMMTrainerNoCTD):
+    """Complete-then-distill study, hypothesis "batch size": + PGMA at the plan's batch size (stage 1's)
+    instead of the paper's 1, so that it sees as many samples per iteration as stage 1 alone."""
+
+    paper_batch_size = None
+
+
 class DSMMTrainerDiceOnly(DSMMTrainer):
     """The paper's L_task, Dice alone (Eq. 7), where DSMMTrainer uses nnU-Net's Dice + CE/BCE because Dice
     alone can collapse a class or saturate a small region (README, "L_task")."""

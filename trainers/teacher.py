@@ -48,3 +48,11 @@ class DSMMSingleStageTrainer(DSMMTeacherTrainer):
     layers (Eq. 6), one training, no pre-training and no distillation. On our synthetic data it is the most
     accurate trainer (docs/results/ablations.md, complete-then-distill study). ``DSMMTeacherTrainer`` is
     the same training under the name the later stages look for."""
+
+
+class DSMMTeacherTrainerBatch1(DSMMTeacherTrainer):
+    """Complete-then-distill study, hypothesis "batch size": stage 1 at the batch size of 1 the paper gives
+    every segmentation training ("batch size 1") and that stage 3 uses, instead of the plan's, so that
+    stage 1 alone and the stage-3 models see as many samples per iteration."""
+
+    paper_batch_size = 1
