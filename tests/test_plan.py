@@ -1,4 +1,4 @@
-"""The plan of an experiment (issue 19 §2-§5) without training: the dependency graph per seed and fold,
+"""The plan of an experiment without training: the dependency graph per seed and fold,
 the sbatch scripts and their dependencies, the dry run's listing and cost estimate, and usage errors."""
 
 from __future__ import annotations
