@@ -151,14 +151,26 @@ ABLATION_ROWS = {
     "DSMMTrainerDeepKD": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerDetachedKD": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerBeta001": ("text", True, "DSMMPretrainTrainer"),
+    "DSMMTrainerNoCTDPlanBatch": ("text", False, "DSMMPretrainTrainer"),
 }
+#: rows that train stage 1 (no stage-3 network): checked by their batch size below
+STAGE1_ROWS = {"DSMMTeacherTrainerBatch1"}
 
 
 def test_every_row_of_every_ablation_table_is_checked_here():
     from nnunet_dsmm.ablation import BASELINES, TABLES
 
     rows = {row.trainer for table in TABLES.values() for row in table.rows}
-    assert rows - {row.trainer for row in BASELINES} <= set(ABLATION_ROWS)
+    assert rows - {row.trainer for row in BASELINES} <= set(ABLATION_ROWS) | STAGE1_ROWS
+
+
+@pytest.mark.parametrize("name, batch_size", [("DSMMTeacherTrainerBatch1", 1), ("DSMMTeacherTrainer", "plan"),
+                                              ("DSMMTrainerNoCTD", 1), ("DSMMTrainerNoCTDPlanBatch", "plan")])
+def test_the_batch_size_rows_swap_stage_1_and_stage_3_batch_sizes(name, batch_size, tmp_path):
+    trainer = build_trainer(name, tmp_path)
+    planned = trainer.configuration_manager.batch_size
+    assert planned > 1, "the test needs a plan whose batch size is not 1"
+    assert trainer.batch_size == (planned if batch_size == "plan" else batch_size)
 
 
 @pytest.mark.parametrize("name", list(ABLATION_ROWS))
