@@ -184,8 +184,7 @@ def run_ablation(dataset: str, configuration: str, folds: Sequence[int | str], p
         if table.name == "fig5":
             figure5(table, result, os.path.join(out_dir, "fig5.png"))
     if per_fold:
-        rows = {row.trainer: row.label for table in [*tables, AblationTable("", "", (), BASELINES)]
-                for row in table.rows}
+        rows = {row.trainer: row.label for row in [*(r for table in tables for r in table.rows), *BASELINES]}
         written["per_fold"] = per_fold_markdown([(label, t) for t, label in rows.items()], per_fold, result)
     seeds_note = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
     document = (f"# Ablations on {name} ({configuration}, {folds_note}, schedule {budget}, {seeds_note})\n\n"
