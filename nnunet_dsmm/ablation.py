@@ -76,6 +76,7 @@ TABLES = {
         AblationRow("H3 L_KD does not reach M_rec", "DSMMTrainerDetachedKD"),
         AblationRow("H4 β = 0.01", "DSMMTrainerBeta001"),
         AblationRow("H8 batch size: + PGMA at the plan's batch size", "DSMMTrainerNoCTDPlanBatch"),
+        AblationRow("H8 batch size: + CTD at the plan's batch size", "DSMMTrainerPlanBatch"),
         AblationRow("H8 batch size: stage 1 alone at batch size 1", "DSMMTeacherTrainerBatch1")),
         reference="DSMMTrainerNoCTD"),
 }

@@ -18,6 +18,7 @@ from nnunet_dsmm.cli_commands import (
 from nnunet_dsmm.cli_training import add_executor_options, add_training_commands
 from nnunet_dsmm.locations import fold_name
 from nnunet_dsmm.raw_data import MISSING_AS
+from nnunet_dsmm.schedules import SCHEDULES
 
 #: nnUNetv2_train's and nnUNetv2_predict's -device choices; nnU-Net's default is cuda
 DEVICES = ("cuda", "cpu", "mps")
@@ -200,9 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "re-running keeps what is finished")
     add_device(ablate)
     ablate.add_argument("--seeds", type=POSITIVE, default=1, help="independent trainings of every row (default 1)")
-    ablate.add_argument("--budget", default="paper", choices=("paper", "gpu", "cpu", "smoke"),
+    ablate.add_argument("--budget", default="paper", choices=tuple(SCHEDULES),
                         help="schedule of every stage: paper (default: 1000/600/1000 epochs), gpu, cpu (16/6/16 epochs "
-                             "of 12 iterations), smoke (tests; learns nothing)")
+                             "of 12 iterations), cpu-long (48/60/48), smoke (tests; learns nothing)")
     add_disable_tta(ablate)
     ablate.add_argument("--dry-run", action="store_true",
                         help="list every training per seed and fold (and which are finished) with its epochs, where it "

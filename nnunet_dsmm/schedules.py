@@ -70,11 +70,13 @@ class Schedule:
                 SCHEDULE_VARIABLES["num_val_iterations_per_epoch"]: str(self.val_iterations)}
 
 
-#: named schedules: the paper's, and shorter ones for a GPU demo, a 2-core CPU and tests (smoke learns nothing)
+#: named schedules: the paper's, and shorter ones for a GPU demo, a 2-core CPU (cpu-long: stages 1 and 3
+#: three times, stage 2 ten times as long as cpu) and tests (smoke learns nothing)
 SCHEDULES = {
     "paper": Schedule(1000, 600, 1000, 250, 50),
     "gpu": Schedule(100, 50, 100, 100, 10),
     "cpu": Schedule(16, 6, 16, 12, 2),
+    "cpu-long": Schedule(48, 60, 48, 12, 2),
     "smoke": Schedule(2, 1, 2, 3, 1),
 }
 

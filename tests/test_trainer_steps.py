@@ -152,6 +152,7 @@ ABLATION_ROWS = {
     "DSMMTrainerDetachedKD": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerBeta001": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerNoCTDPlanBatch": ("text", False, "DSMMPretrainTrainer"),
+    "DSMMTrainerPlanBatch": ("text", True, "DSMMPretrainTrainer"),
 }
 #: rows that train stage 1 (no stage-3 network): checked by their batch size below
 STAGE1_ROWS = {"DSMMTeacherTrainerBatch1"}
@@ -165,7 +166,8 @@ def test_every_row_of_every_ablation_table_is_checked_here():
 
 
 @pytest.mark.parametrize("name, batch_size", [("DSMMTeacherTrainerBatch1", 1), ("DSMMTeacherTrainer", "plan"),
-                                              ("DSMMTrainerNoCTD", 1), ("DSMMTrainerNoCTDPlanBatch", "plan")])
+                                              ("DSMMTrainerNoCTD", 1), ("DSMMTrainerNoCTDPlanBatch", "plan"),
+                                              ("DSMMTrainer", 1), ("DSMMTrainerPlanBatch", "plan")])
 def test_the_batch_size_rows_swap_stage_1_and_stage_3_batch_sizes(name, batch_size, tmp_path):
     trainer = build_trainer(name, tmp_path)
     planned = trainer.configuration_manager.batch_size

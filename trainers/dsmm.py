@@ -275,6 +275,13 @@ class DSMMTrainerNoCTDPlanBatch(DSMMTrainerNoCTD):
     paper_batch_size = None
 
 
+class DSMMTrainerPlanBatch(DSMMTrainer):
+    """Complete-then-distill study, hypothesis "batch size": the full method (+ CTD) at the plan's batch size
+    (stage 1's) instead of the paper's 1; compared with ``DSMMTrainerNoCTDPlanBatch``."""
+
+    paper_batch_size = None
+
+
 class DSMMTrainerDiceOnly(DSMMTrainer):
     """The paper's L_task, Dice alone (Eq. 7), where DSMMTrainer uses nnU-Net's Dice + CE/BCE because Dice
     alone can collapse a class or saturate a small region (README, "L_task")."""
