@@ -107,17 +107,17 @@ def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True, checkpoint=False
                                      use_ignore_label=False))
     available = torch.tensor([[True, False, True, True], [False, True, False, False]])
     real = torch.randn(2, 4, 16, 16, 16) * available[:, :, None, None, None]
-    keep = torch.tensor([[True, False, False, True], [False, True, False, False]])
+    code = torch.tensor([[True, False, False, True], [False, True, False, False]])
     full = (torch.rand(2, 3, 16, 16, 16) > 0.7).float()
     target = [full, full[:, :, ::2, ::2, ::2]]
-    return trainer, real, available, keep, target
+    return trainer, real, available, code, target
 
 
-def trainer_terms(trainer, real, available, keep, target) -> dict:
-    """The trainer's own Eq. 7 terms for a batch whose student sees the channels ``keep`` (without the
+def trainer_terms(trainer, real, available, code, target) -> dict:
+    """The trainer's own Eq. 7 terms for a batch whose student sees the channels ``code`` (without the
     per-level copies of L_KD, which are logged only)."""
     terms = DSMMTrainer.ctd_losses(trainer, StepBatch(real, target, available, training=True),
-                                   apply_channel_mask(real, keep), keep)
+                                   apply_channel_mask(real, code), code)
     return {name: value for name, value in terms.items() if not name.startswith("kd_")}
 
 
@@ -130,9 +130,9 @@ def grads_of(module):
     ("task", True, {"student"}), ("mrec", True, {"recovery"}), ("kd", True, {"student", "recovery"}),
     ("kd", False, {"student"})])
 def test_each_term_of_eq7_reaches_only_its_modules(term, kd_reaches_recovery, moves, teacher_kind):
-    trainer, real, available, keep, target = ctd_setup(kd_reaches_recovery=kd_reaches_recovery,
+    trainer, real, available, code, target = ctd_setup(kd_reaches_recovery=kd_reaches_recovery,
                                                        teacher_kind=teacher_kind)
-    terms = trainer_terms(trainer, real, available, keep, target)
+    terms = trainer_terms(trainer, real, available, code, target)
     assert set(terms) == {"task", "mrec", "kd"}
     terms[term].backward()
     for name in ("student", "recovery"):
@@ -142,17 +142,17 @@ def test_each_term_of_eq7_reaches_only_its_modules(term, kd_reaches_recovery, mo
 
 
 def test_completion_keeps_real_channels_and_fills_the_missing_ones():
-    trainer, real, available, keep, target = ctd_setup()
+    trainer, real, available, code, target = ctd_setup()
     x_full = trainer.network.complete(real, available)
     assert torch.equal(x_full[available], real[available])
     assert x_full[~available].abs().sum() > 0
 
 
-def plain_eq7_terms(trainer, real, available, keep, target) -> dict:
+def plain_eq7_terms(trainer, real, available, code, target) -> dict:
     """Eq. 7 written out without any of the trainer's savings: M_rec on every sample, T with a
     graph, KD through autograd in float32."""
     net = trainer.network
-    segmentation, student_features = net.student.forward_with_features(real * keep[..., None, None, None], keep)
+    segmentation, student_features = net.student.forward_with_features(real * code[..., None, None, None], code)
     k = available[..., None, None, None].float()
     x_full = real * k + net.recovery(real) * (1 - k)
     skips, features = unet_features(trainer.frozen_t.encoder, trainer.frozen_t.decoder, x_full)
@@ -178,16 +178,16 @@ def terms_and_grads(trainer, compute, *args) -> tuple[dict, dict]:
 @pytest.mark.parametrize("checkpoint", [False, True])
 @pytest.mark.parametrize("complete_rows", [[], [1], [0, 1]])
 def test_the_lean_step_computes_the_same_loss_and_gradients_as_plain_eq7(complete_rows, checkpoint, teacher_kind):
-    trainer, real, available, keep, target = ctd_setup(checkpoint=checkpoint, teacher_kind=teacher_kind)
+    trainer, real, available, code, target = ctd_setup(checkpoint=checkpoint, teacher_kind=teacher_kind)
     trainer.network.checkpoint_recovery = checkpoint
     available[complete_rows] = True
     real = torch.randn_like(real) * available[..., None, None, None]
     calls = []
     trainer.network.recovery.decoder.seg_layers[-1].register_forward_hook(
         lambda module, inputs, output: calls.append(len(inputs[0])))
-    lean_terms, lean_grads = terms_and_grads(trainer, trainer_terms, real, available, keep, target)
+    lean_terms, lean_grads = terms_and_grads(trainer, trainer_terms, real, available, code, target)
     assert calls == ([2 - len(complete_rows)] if len(complete_rows) < 2 else []), "M_rec ran on complete samples"
-    plain_terms, plain_grads = terms_and_grads(trainer, plain_eq7_terms, real, available, keep, target)
+    plain_terms, plain_grads = terms_and_grads(trainer, plain_eq7_terms, real, available, code, target)
     assert set(lean_terms) == set(plain_terms) == {"task", "mrec", "kd"}
     for name in plain_terms:
         assert torch.allclose(lean_terms[name], plain_terms[name], rtol=1e-5, atol=1e-7), name
@@ -198,10 +198,10 @@ def test_the_lean_step_computes_the_same_loss_and_gradients_as_plain_eq7(complet
 
 
 def test_under_ddp_m_rec_takes_part_even_when_nothing_is_missing():
-    trainer, real, available, keep, target = ctd_setup()
+    trainer, real, available, code, target = ctd_setup()
     available[:] = True
     trainer.network.recover_every_step = True
-    _, grads = terms_and_grads(trainer, trainer_terms, real, available, keep, target)
+    _, grads = terms_and_grads(trainer, trainer_terms, real, available, code, target)
     recovery = [n for n, p in trainer.network.named_parameters() if n.startswith("recovery.") and p.requires_grad]
     assert recovery and all(n in grads and not grads[n].any() for n in recovery)
 
