@@ -72,6 +72,7 @@ TABLES = {
         AblationRow("+ PGMA (no CTD)", "DSMMTrainerNoCTD"),
         AblationRow("+ CTD, the paper's reading (β = 0.1, MSE at every level, T = stage 1)", "DSMMTrainer"),
         AblationRow("H1 bases: T = + PGMA model (shares S's initialisation)", "DSMMTrainerPGMATeacher"),
+        AblationRow("H1 scale: KD on features standardised per channel", "DSMMTrainerStandardizedKD"),
         AblationRow("H2 levels: KD on bottleneck and decoder only", "DSMMTrainerDeepKD"),
         AblationRow("H3 L_KD does not reach M_rec", "DSMMTrainerDetachedKD"),
         AblationRow("H4 β = 0.01", "DSMMTrainerBeta001"),
