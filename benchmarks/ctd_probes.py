@@ -1,7 +1,8 @@
 """Probes of the complete-then-distill study: forward passes of trained models, no training.
 
-For one ``nnUNet_results`` folder (one seed of ``ablate --table ctd``) and the test cases (complete, so
-that every channel combination can be made by zeroing channels), on every combination:
+For one ``nnUNet_results`` folder (one seed of ``ablate --table ctd``) and complete cases (test cases, or
+the complete training cases for hypothesis 5; every channel combination is made by zeroing channels),
+regions or plain labels, on every combination:
 
 - per level: the squared error (Eq. 4's term) and linear CKA between T's features of x̂_full and the
   features of the student trained with KD (``DSMMTrainer``) and without (``DSMMTrainerNoCTD``) on the
@@ -27,7 +28,7 @@ import sys
 import numpy as np
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
+from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
 
 from nnunet_dsmm.losses import feature_distances
 from nnunet_dsmm.masking import apply_channel_mask
@@ -59,8 +60,17 @@ def padded(data: np.ndarray, patch: list[int], multiple: int = 16) -> torch.Tens
     return torch.from_numpy(np.pad(data, [(0, 0), *pad])).float()[None]
 
 
-def dice(logits: torch.Tensor, target: torch.Tensor) -> float:
-    predicted = torch.sigmoid(logits) > 0.5
+def masks(logits: torch.Tensor, has_regions: bool) -> torch.Tensor:
+    """(1, K, ...) bool masks of the K foreground regions (sigmoid > 0.5) or classes (argmax, background
+    dropped) that the network predicts."""
+    if has_regions:
+        return torch.sigmoid(logits) > 0.5
+    winner = logits.argmax(1)
+    return torch.stack([winner == k for k in range(1, logits.shape[1])], dim=1)
+
+
+def dice(logits: torch.Tensor, target: torch.Tensor, has_regions: bool) -> float:
+    predicted = masks(logits, has_regions)
     inter = (predicted & target).flatten(2).sum(2).double()
     total = (predicted.flatten(2).sum(2) + target.flatten(2).sum(2)).double()
     return float(torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total)).mean())
@@ -96,8 +106,11 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
     names = channel_names(dataset_json)
     preprocessor = config.preprocessor_class(verbose=False)
     cases = sorted(f[: -len(".nii.gz")] for f in os.listdir(labels) if f.endswith(".nii.gz"))
-    task_loss = DC_and_BCE_loss({}, {"batch_dice": False, "smooth": 1e-5, "do_bg": True, "ddp": False},
-                                use_ignore_label=False)
+    has_regions = label_manager.has_regions
+    dice_options = {"batch_dice": False, "smooth": 1e-5, "ddp": False}
+    task_loss = (DC_and_BCE_loss({}, {**dice_options, "do_bg": True}, use_ignore_label=False) if has_regions
+                 else DC_and_CE_loss({**dice_options, "do_bg": False}, {}))
+    groups = label_manager.foreground_regions if has_regions else label_manager.foreground_labels
     levels: dict[str, dict[str, list]] = {n: {"mse": [], "cka": []} for n in students}
     teacher_dice: dict[str, dict[str, list]] = {}
     spread: dict[str, list] = {n: [] for n in (*students, "DSMMTeacherTrainer")}
@@ -108,8 +121,11 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
         data, seg, _ = preprocessor.run_case(files, os.path.join(labels, f"{case}.nii.gz"), manager, config,
                                              dataset_json)
         x = padded(data, config.patch_size)
-        regions = np.stack([np.isin(seg[0], np.atleast_1d(r)) for r in label_manager.foreground_regions])
+        regions = np.stack([np.isin(seg[0], np.atleast_1d(r)) for r in groups])
         target = padded(regions.astype(np.float32), config.patch_size).bool()
+        # the task loss's target: the regions as floats, or the label map
+        loss_target = (target.float() if has_regions
+                       else padded(np.maximum(seg, 0).astype(np.float32), config.patch_size))
         z_v: dict[str, list] = {n: [] for n in spread}
         with torch.no_grad():
             full_logits = teacher.predict(*unet_features(teacher.encoder, teacher.decoder, x), complete_code(x))[0]
@@ -119,17 +135,17 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
             label = combination_name(code, names)
             entry = teacher_dice.setdefault(label, {"real full": [], "x_full phi": [], "x_full M_rec": [],
                                                     "dropped, own prompt": []})
-            entry["real full"].append(dice(full_logits, target))
+            entry["real full"].append(dice(full_logits, target, has_regions))
             with torch.no_grad():
                 for key, recovery in (("x_full phi", phi), ("x_full M_rec", ctd.recovery)):
                     completed = x * keep[..., None, None, None] + recovery(x * keep[..., None, None, None]) * (
                         ~keep[..., None, None, None])
                     skips, feats = unet_features(teacher.encoder, teacher.decoder, completed)
-                    entry[key].append(dice(teacher.predict(skips, feats, complete_code(x))[0], target))
+                    entry[key].append(dice(teacher.predict(skips, feats, complete_code(x))[0], target, has_regions))
                     if key == "x_full M_rec":
                         teacher_features = skips + feats
                 skips, feats = unet_features(teacher.encoder, teacher.decoder, dropped)
-                entry["dropped, own prompt"].append(dice(teacher.predict(skips, feats, keep)[0], target))
+                entry["dropped, own prompt"].append(dice(teacher.predict(skips, feats, keep)[0], target, has_regions))
                 z_v["DSMMTeacherTrainer"].append(skips[-1].mean(dim=(2, 3, 4))[0])
                 for name, net in students.items():
                     _, student_features = net.student.forward_with_features(dropped, keep)
@@ -141,7 +157,7 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
                 ctd.student.decoder.deep_supervision = False
                 segmentation, student_features = ctd.student.forward_with_features(dropped, keep)
                 encoder = [p for p in ctd.student.encoder.parameters()]
-                for key, loss in (("task", task_loss(segmentation, target.float())),
+                for key, loss in (("task", task_loss(segmentation, loss_target)),
                                   ("beta_kd", beta * torch.stack(feature_distances(teacher_features,
                                                                                    student_features)).sum())):
                     grads = torch.autograd.grad(loss, encoder, retain_graph=True, allow_unused=True)
