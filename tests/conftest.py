@@ -22,6 +22,9 @@ from nnunet_dsmm.brats import brats_dataset_json
 from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
 
 BIN = Path(sys.executable).parent
+#: a schedule that trains every stage for one epoch of two iterations (learns nothing; for the command paths)
+TINY_SCHEDULE = {"DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "1",
+                 "DSMM_TEXT_ENCODER": "untrained"}
 
 
 def nnunet_env(root: Path, **extra: str) -> dict[str, str]:
@@ -70,6 +73,15 @@ def make_dataset(root: Path, dataset_id: int, **config) -> tuple[Path, dict]:
     defaults.update(config)
     manifest = write_synthetic_dataset(str(folder), SynthConfig(**defaults))
     return folder, manifest
+
+
+def plan_dataset(root: Path, dataset_id: int, **config) -> Path:
+    """``make_dataset`` under ``root``, planned and preprocessed with the stock command and our planner;
+    returns ``root``."""
+    make_dataset(root, dataset_id, **config)
+    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-fpe", "DSMMFingerprintExtractor",
+             "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar"], nnunet_env(root))
+    return root
 
 
 @pytest.fixture

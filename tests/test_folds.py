@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from tests.conftest import make_dataset, nnunet_env, run_cmd
+from tests.conftest import TINY_SCHEDULE, make_dataset, nnunet_env, run_cmd
 
 DATASET_ID = 904
-TINY = {"DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "1",
-        "DSMM_TEXT_ENCODER": "untrained"}
 EVALUATE = ["nnunet_dsmm", "evaluate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-tr", "DSMMTrainer",
             "-device", "cpu", "--disable-tta"]
 RECOVER = ["nnunet_dsmm", "recover", "-d", str(DATASET_ID), "-c", "3d_fullres", "--hide", "T2", "-device", "cpu"]
@@ -29,7 +27,7 @@ def two_folds(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("folds")
     folder, manifest = make_dataset(root, DATASET_ID, num_train=6, num_test=1)
-    env = nnunet_env(root, **TINY)
+    env = nnunet_env(root, **TINY_SCHEDULE)
     run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe", "DSMMFingerprintExtractor",
              "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar"], env)
     preprocessed = root / "preprocessed" / f"Dataset{DATASET_ID}_Synth"

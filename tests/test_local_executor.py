@@ -13,12 +13,10 @@ from pathlib import Path
 import pytest
 
 from nnunet_dsmm.schedules import CPU_THREADS_VARIABLE
-from tests.conftest import make_dataset, nnunet_env, run_cmd
+from tests.conftest import TINY_SCHEDULE, nnunet_env, plan_dataset, run_cmd
 
 DATASET_ID = 963
 NAME = f"Dataset{DATASET_ID}_Synth"
-TINY = {"DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "1",
-        "DSMM_TEXT_ENCODER": "untrained"}
 STAGES = ("DSMMTeacherTrainer", "DSMMPretrainTrainer")
 #: what a fold folder holds whatever the run: the log names carry the time they were written
 SAME_FILES = ("checkpoint_final.pth", "debug.json", "dsmm_schedule.json", "progress.png", "nnunet_dsmm_train.log")
@@ -28,11 +26,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("local_executor")
-    make_dataset(root, DATASET_ID, num_train=5, num_test=0, shape=(24, 24, 24), fm_ratio=0.0)
-    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe", "DSMMFingerprintExtractor",
-             "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar"], nnunet_env(root))
-    return root
+    return plan_dataset(tmp_path_factory.mktemp("local_executor"), DATASET_ID, num_train=5, num_test=0,
+                        shape=(24, 24, 24))
 
 
 def command(*extra: str) -> list[str]:
@@ -68,10 +63,10 @@ def events(output: str) -> list[tuple[str, str]]:
 def test_two_jobs_train_the_same_models_as_one_at_a_time_and_overlap(planned, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     began = time.time()
-    sequential = run_cmd(command("--jobs", "1"), {**nnunet_env(planned), **TINY, "nnUNet_results": str(one)},
+    sequential = run_cmd(command("--jobs", "1"), {**nnunet_env(planned), **TINY_SCHEDULE, "nnUNet_results": str(one)},
                          timeout=1800).stdout
     middle = time.time()
-    parallel = run_cmd(command("--jobs", "2"), {**nnunet_env(planned), **TINY, "nnUNet_results": str(two)},
+    parallel = run_cmd(command("--jobs", "2"), {**nnunet_env(planned), **TINY_SCHEDULE, "nnUNet_results": str(two)},
                        timeout=1800).stdout
     print(f"wall time: --jobs 1 {middle - began:.0f} s, --jobs 2 {time.time() - middle:.0f} s")
     assert trained(one) == trained(two)
@@ -97,7 +92,7 @@ def test_a_failing_training_stops_its_dependants_not_the_others(planned, tmp_pat
     results = tmp_path / "results"
     broken = fold(results, "DSMMTeacherTrainer", 1)
     (broken / "debug.json").mkdir(parents=True)  # nnU-Net cannot write it: stage 1 of fold 1 fails
-    result = run_cmd(command("--jobs", "2"), {**nnunet_env(planned), **TINY, "nnUNet_results": str(results)},
+    result = run_cmd(command("--jobs", "2"), {**nnunet_env(planned), **TINY_SCHEDULE, "nnUNet_results": str(results)},
                      check=False, timeout=1800)
     log = broken / "nnunet_dsmm_train.log"
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]

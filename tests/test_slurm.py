@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_dataset, nnunet_env, run_cmd
+from tests.conftest import TINY_SCHEDULE, nnunet_env, plan_dataset, run_cmd
 
 DATASET_ID = 962
 NAME = f"Dataset{DATASET_ID}_Synth"
-TINY = {"DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "1",
-        "DSMM_TEXT_ENCODER": "untrained"}
 CHAIN = ("DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMTrainer")
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
@@ -92,11 +90,8 @@ def slurm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("slurm_train")
-    make_dataset(root, DATASET_ID, num_train=5, num_test=0, shape=(24, 24, 24), fm_ratio=0.0)
-    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe", "DSMMFingerprintExtractor",
-             "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar"], nnunet_env(root))
-    return root
+    return plan_dataset(tmp_path_factory.mktemp("slurm_train"), DATASET_ID, num_train=5, num_test=0,
+                        shape=(24, 24, 24))
 
 
 def _scontrol(job_id: str, env: dict) -> str:
@@ -116,7 +111,7 @@ def _wait_gone(job_ids: list[str], env: dict, folder: Path, timeout: float = 120
 
 def test_slurm_chains_the_stages_with_afterok_and_resubmits_a_cancelled_job(slurm, planned, tmp_path):
     slurm_env, daemons = slurm
-    env = {**nnunet_env(planned), **TINY, **slurm_env, "nnUNet_results": str(tmp_path / "results")}
+    env = {**nnunet_env(planned), **TINY_SCHEDULE, **slurm_env, "nnUNet_results": str(tmp_path / "results")}
     command = ["nnunet_dsmm", "train", "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", "DSMMTrainer",
                "-device", "cpu", "--executor", "slurm", "--sbatch-option=--cpus-per-task=1",
                "--setup", f"export PATH={Path(sys.executable).parent}:$PATH"]  # as a venv activation

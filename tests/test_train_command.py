@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import make_dataset, nnunet_env, run_cmd, run_until
+from tests.conftest import TINY_SCHEDULE, nnunet_env, plan_dataset, run_cmd, run_until
 
 DATASET_ID = 960
 NAME = f"Dataset{DATASET_ID}_Synth"
-TINY = {"DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "1",
-        "DSMM_TEXT_ENCODER": "untrained"}
 CHAIN = ("DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMTrainer")
 
 pytestmark = pytest.mark.slow
@@ -22,16 +20,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    make_dataset(root, DATASET_ID, num_train=5, num_test=0, shape=(24, 24, 24), fm_ratio=0.0)
-    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe", "DSMMFingerprintExtractor",
-             "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar"], nnunet_env(root))
-    return root
+    return plan_dataset(tmp_path_factory.mktemp("train"), DATASET_ID, num_train=5, num_test=0,
+                        shape=(24, 24, 24))
 
 
 def own_results(planned: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
     """The planned dataset with a results folder of this test's own."""
-    return {**nnunet_env(planned), **TINY, "nnUNet_results": str(tmp_path / "results"), **extra}
+    return {**nnunet_env(planned), **TINY_SCHEDULE, "nnUNet_results": str(tmp_path / "results"), **extra}
 
 
 def fold(env: dict, trainer: str) -> Path:
