@@ -76,6 +76,8 @@ TABLES = {
         AblationRow("H2 levels: KD on bottleneck and decoder only", "DSMMTrainerDeepKD"),
         AblationRow("H3 L_KD does not reach M_rec", "DSMMTrainerDetachedKD"),
         AblationRow("H4 β = 0.01", "DSMMTrainerBeta001"),
+        AblationRow("H4 β = 0.03", "DSMMTrainerBeta003"),
+        AblationRow("H4 β = 0.3", "DSMMTrainerBeta03"),
         AblationRow("H8 batch size: + PGMA at the plan's batch size", "DSMMTrainerNoCTDPlanBatch"),
         AblationRow("H8 batch size: + CTD at the plan's batch size", "DSMMTrainerPlanBatch"),
         AblationRow("H8 batch size: stage 1 alone at batch size 1", "DSMMTeacherTrainerBatch1")),

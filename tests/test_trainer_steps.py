@@ -151,6 +151,8 @@ ABLATION_ROWS = {
     "DSMMTrainerDeepKD": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerDetachedKD": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerBeta001": ("text", True, "DSMMPretrainTrainer"),
+    "DSMMTrainerBeta003": ("text", True, "DSMMPretrainTrainer"),
+    "DSMMTrainerBeta03": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerNoCTDPlanBatch": ("text", False, "DSMMPretrainTrainer"),
     "DSMMTrainerPlanBatch": ("text", True, "DSMMPretrainTrainer"),
 }

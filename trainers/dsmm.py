@@ -268,6 +268,18 @@ class DSMMTrainerBeta001(DSMMTrainer):
     beta = 0.01
 
 
+class DSMMTrainerBeta003(DSMMTrainer):
+    """Complete-then-distill study, hypothesis "β does not transfer": β = 0.03 (between 0.01 and the paper's 0.1)."""
+
+    beta = 0.03
+
+
+class DSMMTrainerBeta03(DSMMTrainer):
+    """Complete-then-distill study, hypothesis "β does not transfer": β = 0.3, three times the paper's 0.1."""
+
+    beta = 0.3
+
+
 class DSMMTrainerNoCTDPlanBatch(DSMMTrainerNoCTD):
     """Complete-then-distill study, hypothesis "batch size": + PGMA at the plan's batch size (stage 1's)
     instead of the paper's 1, so that it sees as many samples per iteration as stage 1 alone."""
