@@ -73,6 +73,8 @@ TABLES = {
         AblationRow("+ CTD, the paper's reading (β = 0.1, MSE at every level, T = stage 1)", "DSMMTrainer"),
         AblationRow("H1 bases: T = + PGMA model (shares S's initialisation)", "DSMMTrainerPGMATeacher"),
         AblationRow("H1 scale: KD on features standardised per channel", "DSMMTrainerStandardizedKD"),
+        AblationRow("H1 basis: KD through a learnable 1×1 adaptor per level", "DSMMTrainerAdaptedKD"),
+        AblationRow("H1 beyond the paper: the student on x̂_full is its own teacher", "DSMMTrainerSelfKD"),
         AblationRow("H2 levels: KD on bottleneck and decoder only", "DSMMTrainerDeepKD"),
         AblationRow("H3 L_KD does not reach M_rec", "DSMMTrainerDetachedKD"),
         AblationRow("H4 β = 0.01", "DSMMTrainerBeta001"),

@@ -167,18 +167,45 @@ class PromptAdaptiveUNet(SegmentationUNet):
         return self.heads(indicator, [features[i] for i in used], used)[::-1]
 
 
+def feature_level_channels(encoder: nn.Module, decoder: nn.Module) -> list[int]:
+    """Channels of each level that ``unet_features`` returns: encoder stages (bottleneck last), then decoder stages."""
+    channels = list(encoder.output_channels)
+    return channels + [channels[-(s + 2)] for s in range(len(decoder.stages))]
+
+
+class FeatureAdaptors(nn.Module):
+    """One learnable 1×1(×1) convolution per feature level that maps the student's features into the
+    teacher's channel basis before Eq. 4 (a FitNets-style regressor). Each starts as the identity, so
+    training starts from Eq. 4 as the paper writes it."""
+
+    def __init__(self, conv_op: type[nn.Module], channels: list[int]):
+        super().__init__()
+        self.convs = nn.ModuleList(conv_op(c, c, kernel_size=1) for c in channels)
+        with torch.no_grad():
+            for conv in self.convs:
+                c = conv.in_channels
+                conv.weight.copy_(torch.eye(c).reshape(c, c, *[1] * (conv.weight.ndim - 2)))
+                conv.bias.zero_()
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        if len(features) != len(self.convs):
+            raise ValueError(f"{len(self.convs)} feature adaptors for {len(features)} feature levels")
+        return [conv(f) for conv, f in zip(self.convs, features)]
+
+
 class DSMMNetwork(nn.Module):
     """What nnU-Net trains and saves: the student S and the recovery module M_rec.
 
     ``forward(x)`` is the student alone (prediction). During complete-then-distill training,
     ``forward(x_student, code, real=x_a, available=available)`` also completes the real data with M_rec
     (x̂_full keeps the real channels, M_rec's output fills the missing ones) and returns
-    ``(segmentation, student_features, x_full)``; one forward call keeps DDP correct.
+    ``(segmentation, student_features, x_full)``; one forward call keeps DDP correct. With ``adaptors``
+    the student's features are returned through them (``FeatureAdaptors``); prediction never uses them.
     """
 
-    def __init__(self, student: SegmentationUNet, recovery: nn.Module):
+    def __init__(self, student: SegmentationUNet, recovery: nn.Module, adaptors: FeatureAdaptors | None = None):
         super().__init__()
-        self.student, self.recovery = student, recovery
+        self.student, self.recovery, self.adaptors = student, recovery, adaptors
         #: run M_rec in every training step, even when no sample misses a channel (DDP needs every
         #: trainable parameter to take part in each step)
         self.recover_every_step = False
@@ -209,6 +236,8 @@ class DSMMNetwork(nn.Module):
         if real is None:
             return self.student(x, code)
         segmentation, features = self.student.forward_with_features(x, code)
+        if self.adaptors is not None:
+            features = self.adaptors(features)
         return segmentation, features, self.complete(real, available)
 
 
@@ -232,9 +261,13 @@ def build_segmentation_network(configuration_manager, num_input_channels: int, n
 
 
 def build_dsmm_network(configuration_manager, num_input_channels: int, num_output_channels: int,
-                       enable_deep_supervision: bool, prompt_source: str | None, prompt_dim: int) -> DSMMNetwork:
-    """Student (``build_segmentation_network``) and M_rec with the plan's auto-configured U-Net topology."""
+                       enable_deep_supervision: bool, prompt_source: str | None, prompt_dim: int,
+                       feature_adaptors: bool = False) -> DSMMNetwork:
+    """Student (``build_segmentation_network``) and M_rec with the plan's auto-configured U-Net topology,
+    and with ``feature_adaptors`` a ``FeatureAdaptors`` for the student's features."""
     student = build_segmentation_network(configuration_manager, num_input_channels, num_output_channels,
                                          enable_deep_supervision, prompt_source, prompt_dim)
+    adaptors = FeatureAdaptors(student.encoder.conv_op, feature_level_channels(student.encoder, student.decoder)) \
+        if feature_adaptors else None
     return DSMMNetwork(student, freeze_unused_heads(plan_unet(configuration_manager, num_input_channels,
-                                                              num_input_channels, False)))
+                                                              num_input_channels, False)), adaptors)

@@ -152,6 +152,8 @@ ABLATION_ROWS = {
     "DSMMTrainerDetachedKD": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerBeta001": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerBeta003": ("text", True, "DSMMPretrainTrainer"),
+    "DSMMTrainerAdaptedKD": ("text", True, "DSMMPretrainTrainer"),
+    "DSMMTrainerSelfKD": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerBeta03": ("text", True, "DSMMPretrainTrainer"),
     "DSMMTrainerNoCTDPlanBatch": ("text", False, "DSMMPretrainTrainer"),
     "DSMMTrainerPlanBatch": ("text", True, "DSMMPretrainTrainer"),
@@ -287,3 +289,57 @@ def test_the_student_starts_from_phi_and_m_rec_is_phi(name, tmp_path):
         assert torch.equal(student[key], phi[key]), key
     for key, value in trainer.network.recovery.state_dict().items():
         assert torch.equal(value, phi[key]), key
+
+
+def test_the_adapted_kd_variant_starts_at_eq4_trains_its_adaptors_and_predicts_without_them(tmp_path):
+    from nnunet_dsmm.losses import feature_distances
+
+    trainer = build_trainer("DSMMTrainerAdaptedKD", tmp_path)
+    net = trainer.network_module
+    step = trainer.step_batch(batch(trainer), training=True)
+    data, code = trainer.segmentation_input(step)
+    _, adapted, x_full = net(data, code, real=step.data, available=step.available)
+    _, own = net.student.forward_with_features(data, code)
+    teacher_features, _ = trainer.teacher_outputs(x_full)
+    assert len(adapted) == len(own) == len(net.adaptors.convs)
+    for a, o in zip(adapted, own):  # identity at the start: Eq. 4 as the paper writes it
+        assert torch.allclose(a, o, atol=1e-5)
+    kd = torch.stack(feature_distances(teacher_features, adapted)).sum()
+    assert kd > 0
+    before = {k: v.clone() for k, v in net.adaptors.state_dict().items()}
+    for _ in range(2):
+        trainer.train_step(batch(trainer))
+    assert any(not torch.equal(v, net.adaptors.state_dict()[k]) for k, v in before.items()), "adaptors did not train"
+    probe = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        predicted = net(probe)
+        net.adaptors.requires_grad_(False).apply(lambda m: m.weight.zero_() if hasattr(m, "weight") else None)
+        assert all(torch.equal(a, b) for a, b in zip(net(probe), predicted))
+
+
+def test_self_distillation_distils_from_the_students_own_features_of_the_completed_input(tmp_path):
+    """DSMMTrainerSelfKD: Eq. 4's targets are the student's features of x̂_full under the all-modalities
+    prompt, taken without gradient, so L_KD moves the student and never M_rec."""
+    from nnunet_dsmm.losses import feature_distances
+
+    trainer = build_trainer("DSMMTrainerSelfKD", tmp_path)
+    student = trainer.network_module.student
+    calls = []
+    forward_with_features = student.forward_with_features
+
+    def recorded(x, code=None):
+        out = forward_with_features(x, code)
+        calls.append((x, code, out[1], torch.is_grad_enabled()))
+        return out
+
+    student.forward_with_features = recorded
+    terms = trainer.compute_loss(trainer.step_batch(batch(trainer), training=True)).terms
+    assert len(calls) == 2
+    (_, dropped_code, own, own_grad), (x_full, target_code, targets, target_grad) = calls
+    assert own_grad and not target_grad
+    assert bool(target_code.all()) and not bool(dropped_code.all())
+    assert x_full.shape[1] == 4 and x_full.abs().sum(dim=(2, 3, 4)).gt(0).all()  # completed: no empty channel
+    assert torch.allclose(terms["kd"], torch.stack(feature_distances(targets, own)).sum())
+    terms["kd"].backward()
+    assert all(p.grad is None or not p.grad.any() for p in trainer.network_module.recovery.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in student.parameters())

@@ -12,7 +12,7 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
 from nnunet_dsmm.losses import feature_distances
-from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, freeze_unused_heads
+from nnunet_dsmm.network import TeacherOutputs, build_dsmm_network, complete_code, freeze_unused_heads
 from nnunet_dsmm.nnunet_internals import compiles, deep_supervision_scales, nnunet_loss
 from nnunet_dsmm.schedules import Stage
 from nnunet_dsmm.text_encoder import embedding_dim
@@ -55,6 +55,12 @@ class DSMMTrainer(DSMMTrainerBase):
     kd_levels: str = "all"
     #: how Eq. 4 compares a level's features (losses.FEATURE_DISTANCES): "mse" (the paper's) or "standardized"
     kd_distance: str = "mse"
+    #: Eq. 4 compares T's features with the student's mapped by a learnable 1×1 convolution per level
+    #: (network.FeatureAdaptors), not with the student's own; needs kd_levels "all"
+    kd_adaptors: bool = False
+    #: Eq. 4's targets are the student's own features of x̂_full with the all-modalities prompt, under stop-gradient,
+    #: instead of T's; T still gives L_Mrec (Eq. 5)
+    self_distillation: bool = False
     #: recompute T's and M_rec's inner activations stage by stage in the backward pass instead of keeping them
     checkpoint_activations: bool = False
     #: L_task: "dice_ce" (nnU-Net's Dice + CE, Dice + BCE for regions) or "dice" (the paper's Dice alone,
@@ -84,7 +90,8 @@ class DSMMTrainer(DSMMTrainerBase):
                                    num_output_channels, enable_deep_supervision: bool = True) -> torch.nn.Module:
         """Student + M_rec; M_rec is frozen here (before any DDP wrapping) when the variant does not refine it."""
         network = build_dsmm_network(configuration_manager, num_input_channels, num_output_channels,
-                                     enable_deep_supervision, cls.prompt_source, embedding_dim(cls.text_encoder))
+                                     enable_deep_supervision, cls.prompt_source, embedding_dim(cls.text_encoder),
+                                     cls.use_teacher and cls.kd_adaptors)
         freeze_unused_heads(network.recovery.requires_grad_(cls.refines_recovery()))
         return network
 
@@ -94,6 +101,8 @@ class DSMMTrainer(DSMMTrainerBase):
     def initialize(self):
         if self.kd_levels not in KD_LEVELS:
             raise ValueError(f"nnunet-dsmm: kd_levels must be one of {KD_LEVELS}, got {self.kd_levels!r}")
+        if self.kd_adaptors and self.kd_levels != "all":  # an adaptor without a term would get no gradient (DDP)
+            raise ValueError("nnunet-dsmm: kd_adaptors needs kd_levels 'all'")
         super().initialize()
         net = self.network_module
         phi_state = self.stage_networks.pop(PRETRAINED).state_dict()  # only its weights are kept
@@ -146,6 +155,9 @@ class DSMMTrainer(DSMMTrainerBase):
         # T is frozen: it needs a graph only to pass L_Mrec's gradient back to M_rec's completions
         with nullcontext() if x_full.requires_grad else torch.no_grad():
             teacher_features, teacher_logits = self.teacher_outputs(x_full)
+        if self.self_distillation:
+            with torch.no_grad():
+                teacher_features = self.network_module.student.forward_with_features(x_full, complete_code(x_full))[1]
         levels = kd_level_names(len(student_features))
         chosen = [i for i, name in enumerate(levels) if self.kd_levels == "all" or not name.startswith("enc")]
         distances = feature_distances([teacher_features[i] for i in chosen], [student_features[i] for i in chosen],
@@ -251,6 +263,23 @@ class DSMMTrainerStandardizedKD(DSMMTrainer):
     at every level. The paper names no normalisation for Eq. 4."""
 
     kd_distance = "standardized"
+
+
+class DSMMTrainerAdaptedKD(DSMMTrainer):
+    """Complete-then-distill study, hypothesis "unrelated feature bases" (basis): Eq. 4 between T's features and
+    the student's mapped by a learnable 1×1 convolution per level (identity at the start, trained with the
+    student), so that the student need not take T's channel basis. The paper names no adaptor for Eq. 4."""
+
+    kd_adaptors = True
+
+
+class DSMMTrainerSelfKD(DSMMTrainer):
+    """Complete-then-distill study, hypothesis "unrelated feature bases" (beyond the paper, as M3AE and PASSION
+    distil within one network): the student is its own teacher, its features of x̂_full with the all-modalities
+    prompt under stop-gradient are Eq. 4's targets. Stage 1 (T) still refines M_rec through L_Mrec (Eq. 5);
+    L_KD does not reach M_rec."""
+
+    self_distillation = True
 
 
 class DSMMTrainerDeepKD(DSMMTrainer):
