@@ -24,7 +24,8 @@ from tests.conftest import build_trainer as build
 TRAINERS = ["DSMMBaselineTrainer", "DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMPretrainNoDATrainer",
             "DSMMTrainer",
             "DSMMTrainerNoCTD", "DSMMTrainerFrozenRecovery", "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
-            "DSMMTrainerDetachedKD", "DSMMTrainerLowMemory", "DSMMFinetuneDATrainer", "DSMMTrainerNoPGMA"]
+            "DSMMTrainerDetachedKD", "DSMMTrainerLowMemory", "DSMMFinetuneDATrainer", "DSMMTrainerNoPGMA",
+            "DSMMTrainerAdaptedKD", "DSMMTrainerSelfKD"]
 #: stage 2 draws random spatial masks per sample, so one process and two cannot draw the same ones
 RANDOM_PER_SAMPLE = {"DSMMPretrainTrainer", "DSMMPretrainNoDATrainer"}
 
