@@ -403,7 +403,8 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
     ctd = [a if a != "all" else "ctd" for a in command]
     run_cmd(ctd, env, timeout=1800)
     trained = {m.name.split("__")[0] for m in models.iterdir()}
-    assert {"DSMMTrainerPGMATeacher", "DSMMTrainerDeepKD", "DSMMTrainerDetachedKD", "DSMMTrainerBeta001"} <= trained
+    assert {"DSMMTrainerPGMATeacher", "DSMMTrainerDeepKD", "DSMMTrainerDetachedKD", "DSMMTrainerBeta001",
+            "DSMMTrainerAdaptedKD", "DSMMTrainerSelfKD"} <= trained
     study = (out / "ablation.md").read_text().split("**Complete-then-distill study")[1]
     assert "vs DSMMTrainerNoCTD (p)" in study and study.count("| `DSMMTrainer") >= 6
     pgma_teacher_log = next((models / "DSMMTrainerPGMATeacher__DSMMPlans__3d_fullres" / "fold_0").glob(
