@@ -100,6 +100,7 @@ def ctd_setup(alpha=1.0, beta=0.1, complete_with_recovery=True, checkpoint=False
         network=DSMMNetwork(student, freeze_unused_heads(small_unet(4, 4))), frozen_t=teacher, alpha=alpha, beta=beta,
         complete_with_recovery=complete_with_recovery, kd_reaches_recovery=kd_reaches_recovery,
         kd_levels=DSMMTrainer.kd_levels, kd_distance=DSMMTrainer.kd_distance,
+        self_distillation=DSMMTrainer.self_distillation,
         teacher_outputs=TeacherOutputs(teacher, complete_with_recovery and alpha > 0, checkpoint),
         loss=lambda outputs, target: sum(MemoryEfficientSoftDiceLoss(apply_nonlin=torch.sigmoid, do_bg=True)(o, t)
                                          for o, t in zip(outputs, target)),
