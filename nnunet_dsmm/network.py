@@ -144,9 +144,9 @@ class PromptAdaptiveUNet(SegmentationUNet):
         elif prompt_source == "binary":
             self.code_mlp = nn.Sequential(nn.Linear(num_modalities, prompt_dim), nn.LeakyReLU(inplace=True),
                                           nn.Linear(prompt_dim, prompt_dim))
-        channels = list(self.encoder.output_channels)
-        head_channels = [channels[-(s + 2)] for s in range(len(self.decoder.stages))]
-        self.heads = HyperPredictionHeads(head_channels, num_outputs, channels[-1] + prompt_dim)
+        bottleneck_channels = self.encoder.output_channels[-1]
+        decoder_channels = feature_level_channels(self.encoder, self.decoder)[len(self.encoder.output_channels):]
+        self.heads = HyperPredictionHeads(decoder_channels, num_outputs, bottleneck_channels + prompt_dim)
 
     def prompt_embedding(self, code: torch.Tensor) -> torch.Tensor:
         """Z_t for a (B, M) bool code."""
