@@ -83,7 +83,8 @@ def load_split(path: str) -> dict[str, list[str]]:
 
 
 def convert_brats(source: str, out_dir: str, fm_ratio: float, seed: int, split_file: str | None = None,
-                  missing_as: str = "absent", name: str = "BraTS") -> dict:
+                  missing_as: str = "absent", name: str = "BraTS",
+                  missing_rates: list[float] | None = None) -> dict:
     """Write the raw dataset and ``missing_manifest.json`` (what was dropped, for exact reproduction).
 
     Training and validation cases go to imagesTr with modalities dropped by the paper's rule;
@@ -99,7 +100,7 @@ def convert_brats(source: str, out_dir: str, fm_ratio: float, seed: int, split_f
         raise RawDataError(f"nnunet-dsmm: split file names cases not found below {source}: {unknown[:5]}")
     rng = np.random.default_rng(seed)
     training = split["train"] + split["val"]
-    dropped = simulate_missing(training, len(BRATS_CHANNELS), fm_ratio, rng)
+    dropped = simulate_missing(training, len(BRATS_CHANNELS), fm_ratio, rng, missing_rates)
 
     def cases():
         for case in training + split["test"]:
@@ -111,8 +112,8 @@ def convert_brats(source: str, out_dir: str, fm_ratio: float, seed: int, split_f
             label.CopyInformation(original)
             yield case, images, label
 
-    manifest = {"source": os.path.abspath(source), "fm_ratio": fm_ratio, "seed": seed, "missing_as": missing_as,
-                "split": split}
+    manifest = {"source": os.path.abspath(source), "fm_ratio": fm_ratio, "missing_rates": missing_rates, "seed": seed,
+                "missing_as": missing_as, "split": split}
     manifest = write_raw_dataset(out_dir, brats_dataset_json(len(training), name), cases(), dropped, missing_as,
                                  rng, manifest, "Converting BraTS cases")
     if split["val"]:

@@ -28,7 +28,8 @@ def _cmd_synth(args) -> int:
     from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
 
     config = SynthConfig(shape=tuple(args.shape), num_train=args.num_train, num_test=args.num_test,
-                         fm_ratio=args.fm_ratio, seed=args.seed, missing_as=args.missing_as, labels=args.labels)
+                         fm_ratio=args.fm_ratio, missing_rates=args.missing_rates, seed=args.seed,
+                         missing_as=args.missing_as, labels=args.labels)
     manifest = write_synthetic_dataset(args.output, config, name=args.name)
     full = sum(1 for d in manifest["dropped"].values() if not d)
     print(f"Wrote {args.num_train} training cases ({full} full-modal) and {args.num_test} test cases to "
@@ -40,7 +41,7 @@ def _cmd_convert(args) -> int:
     from nnunet_dsmm.brats import convert_brats
 
     manifest = convert_brats(args.input, args.output, args.fm_ratio, args.seed, args.split, args.missing_as,
-                             args.name)
+                             args.name, args.missing_rates)
     print(f"Converted {len(manifest['dropped'])} training cases and {len(manifest['split']['test'])} test cases "
           f"to {args.output}; manifest: {os.path.join(args.output, 'missing_manifest.json')}")
     return 0

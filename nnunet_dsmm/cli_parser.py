@@ -80,9 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check)
 
     def add_missing_options(p):
-        p.add_argument("--fm-ratio", type=FRACTION, default=0.1,
-                       help="share of training cases that keep every modality; each other case loses 1 to 3 "
-                            "(default 0.1)")
+        pattern = p.add_mutually_exclusive_group()
+        pattern.add_argument("--fm-ratio", type=FRACTION, default=0.1,
+                             help="share of training cases that keep every modality; each other case loses 1 to 3 "
+                                  "(default 0.1)")
+        pattern.add_argument("--missing-rates", type=FRACTION, nargs=4, metavar=("FLAIR", "T1", "T1CE", "T2"),
+                             help="instead of --fm-ratio: the share of training cases that lack each modality, "
+                                  "e.g. 0.2 0.3 0.6 0.2")
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         p.add_argument("--missing-as", choices=MISSING_AS, default="absent",
                        help="write a dropped modality as an absent file, an all-zero file, or either at random")

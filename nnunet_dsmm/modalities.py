@@ -60,11 +60,19 @@ def prompts_in_index_order(names: Sequence[str]) -> list[str]:
 
 
 def simulate_missing(case_names: Sequence[str], num_channels: int, fm_ratio: float,
-                     rng: np.random.Generator) -> dict[str, list[int]]:
-    """The paper's rule: a share ``fm_ratio`` of the cases keeps every modality, each other case
-    loses 1 to 3 modalities (at most M - 1) chosen at random. Returns the dropped channel indices."""
+                     rng: np.random.Generator, missing_rates: Sequence[float] | None = None) -> dict[str, list[int]]:
+    """Which channels each training case loses. Returns the dropped channel indices per case.
+
+    The paper's rule (``missing_rates`` None): a share ``fm_ratio`` of the cases keeps every
+    modality, each other case loses 1 to 3 modalities (at most M - 1) chosen at random.
+    Per-modality rates, as in clinical archives: channel ``c`` is missing from a share
+    ``missing_rates[c]`` of the cases (cases drawn at random per channel); a case that would lose
+    every channel keeps the one of lowest rate (ties: the first), so that share can end up a little lower.
+    """
     if not 0.0 <= fm_ratio <= 1.0:
         raise ValueError(f"fm_ratio must lie in [0, 1], got {fm_ratio}")
+    if missing_rates is not None:
+        return _missing_by_rate(case_names, num_channels, missing_rates, rng)
     order = rng.permutation(len(case_names))
     num_full = int(round(fm_ratio * len(case_names)))
     max_drop = min(3, num_channels - 1)
@@ -76,3 +84,16 @@ def simulate_missing(case_names: Sequence[str], num_channels: int, fm_ratio: flo
             k = int(rng.integers(1, max_drop + 1))
             dropped[case_names[index]] = sorted(int(c) for c in rng.choice(num_channels, k, replace=False))
     return {name: dropped[name] for name in case_names}
+
+
+def _missing_by_rate(case_names: Sequence[str], num_channels: int, missing_rates: Sequence[float],
+                     rng: np.random.Generator) -> dict[str, list[int]]:
+    if len(missing_rates) != num_channels:
+        raise ValueError(f"missing rates must give one value per channel ({num_channels}), got {len(missing_rates)}")
+    if any(not 0.0 <= rate <= 1.0 for rate in missing_rates):
+        raise ValueError(f"every missing rate must lie in [0, 1], got {list(missing_rates)}")
+    missing = np.zeros((len(case_names), num_channels), dtype=bool)
+    for channel, rate in enumerate(missing_rates):
+        missing[rng.permutation(len(case_names))[:int(round(rate * len(case_names)))], channel] = True
+    missing[missing.all(axis=1), int(np.argmin(missing_rates))] = False
+    return {name: [int(c) for c in np.flatnonzero(row)] for name, row in zip(case_names, missing)}

@@ -232,14 +232,16 @@ MISSING_AS = ("absent", "zero", "mixed")
 
 
 def write_raw_case(images_dir: str, case: str, channels: Sequence, reference, dropped: Sequence[int],
-                   missing_as: str, file_ending: str, rng: np.random.Generator) -> dict[int, str]:
+                   missing_as: str, file_ending: str, rng: np.random.Generator,
+                   indices: Sequence[int] | None = None) -> dict[int, str]:
     """Write one case's channels (SimpleITK images or arrays in ``reference``'s geometry) as
-    ``CASE_XXXX<ending>``; a dropped channel is left out (``absent``), written all zero
-    (``zero``), or either at random (``mixed``). Returns how each dropped channel was written."""
+    ``CASE_XXXX<ending>`` (XXXX: the channel's position, or its entry in ``indices``); a dropped
+    channel is left out (``absent``), written all zero (``zero``), or either at random (``mixed``).
+    Returns how each dropped channel was written."""
     import SimpleITK as sitk
 
     how: dict[int, str] = {}
-    for index, channel in enumerate(channels):
+    for index, channel in zip(indices if indices is not None else range(len(channels)), channels):
         path = os.path.join(images_dir, f"{case}_{index:04d}{file_ending}")
         if index in dropped:
             mode = missing_as if missing_as != "mixed" else ("absent", "zero")[int(rng.integers(2))]
@@ -256,14 +258,15 @@ def write_raw_case(images_dir: str, case: str, channels: Sequence, reference, dr
 
 def write_raw_dataset(out_dir: str, dataset_json: dict, cases: Iterable[tuple[str, Sequence, object]],
                       dropped: dict[str, list[int]], missing_as: str, rng: np.random.Generator,
-                      manifest: dict, progress: str) -> dict:
+                      manifest: dict, progress: str, dropped_folder: str | None = None) -> dict:
     """Write a raw dataset with simulated missing modalities, then dataset.json and ``missing_manifest.json``.
 
     ``cases`` yields ``(name, channels, label_image)``: channel images (SimpleITK images or arrays)
     and the label as a SimpleITK image whose geometry the arrays take. Cases named in ``dropped``
     go to imagesTr/labelsTr without their dropped channels; the others go complete to
-    imagesTs/labelsTs. The manifest gets the channels, what was dropped and how each dropped
-    channel was written, and the test cases. Refuses a folder that already holds a dataset.
+    imagesTs/labelsTs. With ``dropped_folder``, the dropped channels themselves are kept there (for an
+    oracle that may see the true complete case). The manifest gets the channels, what was dropped and
+    how each dropped channel was written, and the test cases. Refuses a folder that already holds a dataset.
     """
     import SimpleITK as sitk
     from tqdm import tqdm
@@ -286,6 +289,13 @@ def write_raw_dataset(out_dir: str, dataset_json: dict, cases: Iterable[tuple[st
                                  dropped.get(name, []), missing_as, ending, rng)
             if how:
                 written[name] = how
+            if dropped_folder and dropped.get(name):
+                side = os.path.join(out_dir, dropped_folder)
+                if not os.path.isdir(side):
+                    os.makedirs(side)
+                    created.append(side)
+                write_raw_case(side, name, [channels[c] for c in dropped[name]], label, [], missing_as, ending, rng,
+                               indices=dropped[name])
             sitk.WriteImage(label, os.path.join(out_dir, f"labels{part}", name + ending), useCompression=True)
     except BaseException:  # leave nothing half-written
         for folder in created:
