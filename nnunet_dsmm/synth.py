@@ -40,7 +40,7 @@ TISSUE_INTENSITY = {
     "csf": (0.08, 0.18, 0.18, 1.00),
     # solid tumour: enhancing and non-enhancing tumour look alike except in T1ce
     "non-enhancing": (0.70, 0.42, 0.44, 0.66),
-    "enhancing": (0.70, 0.42, 1.30, 0.66),
+    "enhancing": (0.70, 0.42, 1.60, 0.66),
     "necrosis": (0.50, 0.25, 0.26, 0.95),
 }
 #: what oedema (vasogenic water) adds to the tissue it lies in: brighter FLAIR and T2, darker T1
@@ -169,10 +169,10 @@ def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.nd
     axes = rng.uniform(0.8, 1.25, 3)
     distance = np.sqrt(sum((grid[i] / axes[i]) ** 2 for i in range(3)))
     lumpy = distance / (1 + 0.22 * _smooth_field(rng, shape, 6))
-    core_radius = rng.uniform(0.075, 0.12) * side
+    core_radius = rng.uniform(0.09, 0.14) * side
     core = (lumpy < core_radius) & brain
     # enhancing rim: irregular thickness, and gaps where the core does not enhance
-    thickness = core_radius * rng.uniform(0.18, 0.32) * np.clip(1 + 0.6 * _smooth_field(rng, shape, 7), 0.2, None)
+    thickness = core_radius * rng.uniform(0.22, 0.38) * np.clip(1 + 0.6 * _smooth_field(rng, shape, 7), 0.2, None)
     gaps = _smooth_field(rng, shape, 6) < rng.uniform(-1.2, 0.2)
     enhancing = core & (lumpy > core_radius - thickness) & ~gaps
     necrosis = np.zeros(shape, dtype=bool)
@@ -187,8 +187,20 @@ def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.nd
             "oedema": oedema, "oedema_strength": strength.astype(np.float32)}
 
 
-def synth_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """One case: images (4, *shape) float32 in (FLAIR, T1, T1ce, T2) order and labels (*shape) uint8."""
+@dataclass(frozen=True)
+class PhantomCase:
+    """One subject: images (4, *shape) float32 in (FLAIR, T1, T1ce, T2) order, labels (*shape) uint8,
+    and the healthy tissue fractions it was mixed from (each (*shape) float32)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    grey: np.ndarray
+    white: np.ndarray
+    csf: np.ndarray
+
+
+def synth_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> PhantomCase:
+    """One subject of the phantom (see the module docstring)."""
     shape = tuple(int(s) for s in shape)
     anatomy = template_anatomy(shape)
     centre = anatomy.tumour_sites[rng.integers(len(anatomy.tumour_sites))].astype(np.float32)
@@ -221,7 +233,7 @@ def synth_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[n
         sigma = rng.uniform(0.02, 0.04)
         rician = np.sqrt((signal + sigma * rng.standard_normal(shape)) ** 2 + (sigma * rng.standard_normal(shape)) ** 2)
         images[c] = np.where(brain, rician * rng.uniform(600, 1400), 0)
-    return images, labels
+    return PhantomCase(images, labels, grey, white, csf)
 
 
 def write_synthetic_dataset(out_dir: str, config: SynthConfig, name: str = "SyntheticBraTS") -> dict:
@@ -239,10 +251,10 @@ def write_synthetic_dataset(out_dir: str, config: SynthConfig, name: str = "Synt
 
     def cases():
         for case in train + test:
-            images, labels = synth_case(rng, config.shape)
-            label = sitk.GetImageFromArray(labels)
+            subject = synth_case(rng, config.shape)
+            label = sitk.GetImageFromArray(subject.labels)
             label.SetSpacing((spacing,) * 3)
-            yield case, list(images), label
+            yield case, list(subject.images), label
 
     manifest = {"source": "nnunet_dsmm synth (MNI ICBM152 2009a phantom)",
                 "config": {**config.__dict__, "shape": list(config.shape)}}

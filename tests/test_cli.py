@@ -47,22 +47,6 @@ def test_synth_plain_labels_are_mutually_exclusive_classes_with_the_same_voxels(
         assert np.array_equal(*arrays) and set(np.unique(arrays[1]).tolist()) <= {0, 1, 2, 3}
 
 
-def test_synth_tumour_regions_show_on_the_right_modalities(tmp_path):
-    folder, _ = make_dataset(tmp_path, 951, num_train=0, num_test=1, shape=(40, 40, 40))
-    case = "SyntheticBraTS_000"
-    image = {c: sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "imagesTs" / f"{case}_{i:04d}.nii.gz")))
-             for i, c in enumerate(["FLAIR", "T1", "T1ce", "T2"])}
-    label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTs" / f"{case}.nii.gz")))
-    brain = image["T1"] > 0
-
-    def mean(channel, mask):
-        return image[channel][mask].mean() / image[channel][brain & (label == 0)].mean()
-
-    assert mean("FLAIR", label == 1) > 1.4 and mean("T2", label == 1) > 1.2      # oedema bright on FLAIR/T2
-    assert mean("T1ce", label == 3) > 1.3 and mean("T1", label == 3) < 1.0       # enhancing on T1ce only
-    assert mean("T1", label == 2) < 0.4 and mean("T1ce", label == 2) < 0.4       # necrosis dark on T1/T1ce
-
-
 def test_check_reports_availability_and_errors_without_writing(tmp_path):
     folder, manifest = make_dataset(tmp_path, 952, num_train=5, num_test=1, fm_ratio=0.2)
     (folder / "imagesTr" / "SyntheticBraTS_000_0007.nii.gz").write_bytes(

@@ -28,7 +28,8 @@ def tumour_patches(rng: np.random.Generator, count: int, shape: int = 32) -> tup
     foreground oversampling picks them) and z-scored per channel inside the brain."""
     images, labels = [], []
     for _ in range(count):
-        image, label = synth_case(rng, (shape,) * 3)
+        subject = synth_case(rng, (shape,) * 3)
+        image, label = subject.images, subject.labels
         centre = np.argwhere(label > 0).mean(0).round().astype(int) + rng.integers(-3, 4, 3)
         low = np.clip(centre - PATCH // 2, 0, shape - PATCH)
         window = tuple(slice(lo, lo + PATCH) for lo in low)
