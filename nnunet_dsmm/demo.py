@@ -27,7 +27,7 @@ from nnunet_dsmm.evaluation import seed_label
 from nnunet_dsmm.executors import train_seed
 from nnunet_dsmm.experiment import results_root, run_logged, say, trainings_for
 from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
-from nnunet_dsmm.reporting import draw_overlays, summary_markdown
+from nnunet_dsmm.reporting import draw_case, draw_overlays, summary_markdown
 from nnunet_dsmm.schedules import SCHEDULES, Schedule
 
 DATASET_ID = 990
@@ -205,6 +205,9 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     first = seed_label(0) if num_seeds > 1 else ""
     predictions = {model: {combo: os.path.join(evaluation, "predictions", first, model, combo, f"{case}.nii.gz")
                            for combo in combinations} for model in (BASELINE, DSMM)}
+    channels = range(len(dataset_json["channel_names"]))
+    draw_case([os.path.join(raw, "imagesTs", f"{case}_{c:04d}.nii.gz") for c in channels],
+              os.path.join(raw, "labelsTs", f"{case}.nii.gz"), dataset_json, os.path.join(figures, "case.png"))
     overlays = draw_overlays(os.path.join(raw, "imagesTs", f"{case}_0000.nii.gz"),
                              os.path.join(raw, "labelsTs", f"{case}.nii.gz"), predictions, dataset_json,
                              os.path.join(figures, "overlays"))
@@ -229,6 +232,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
     for label, path in (("table", os.path.join(evaluation, "summary.md")),
                         ("per-case results", os.path.join(evaluation, "results.csv")),
                         ("heatmap", os.path.join(figures, "heatmap.png")),
+                        ("a test case's four channels and labels", os.path.join(figures, "case.png")),
                         ("overlays (one per combination)", os.path.dirname(overlays[0])),
                         ("recovered modality preview", os.path.join(figures, "recovery_preview.png")),
                         ("recovered NIfTI", recovered),

@@ -216,6 +216,28 @@ def draw_overlays(image_file: str, label_file: str, predictions: dict[str, dict[
     return written
 
 
+def draw_case(image_files: Sequence[str], label_file: str, dataset_json: dict, path: str) -> None:
+    """A case's channels side by side with its reference labels, at the slice with the most tumour."""
+    import SimpleITK as sitk
+
+    images = [sitk.GetArrayFromImage(sitk.ReadImage(f)) for f in image_files]
+    label = sitk.GetArrayFromImage(sitk.ReadImage(label_file))
+    z = int(np.argmax((label > 0).sum(axis=(1, 2))))
+    names = [dataset_json["channel_names"][str(c)] for c in range(len(images))]
+    with figure(path, 100, 1, len(images) + 1, figsize=(2.6 * (len(images) + 1), 2.9)) as (_, axes):
+        for ax, name, image in zip(axes, names, images):
+            ax.imshow(image[z], cmap="gray")
+            ax.set_title(name, fontsize=9)
+        axes[-1].imshow(images[0][z], cmap="gray")
+        overlay = np.zeros((*label.shape[1:], 4))
+        for region, mask in region_masks(label[z], dataset_json).items():
+            overlay[mask] = (*REGION_COLOURS.get(region, (1, 1, 0)), 0.6)
+        axes[-1].imshow(overlay)
+        axes[-1].set_title("reference labels", fontsize=9)
+        for ax in axes:
+            ax.axis("off")
+
+
 def recovery_preview(path: str, names: Sequence[str], inputs: np.ndarray, available: Sequence[bool],
                      recovered: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> None:
     """Three axial slices of each input channel, each recovered one and (where hidden) its real image."""

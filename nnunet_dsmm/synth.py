@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.ndimage import binary_closing, binary_fill_holes, distance_transform_edt, map_coordinates, zoom
+from scipy.ndimage import (
+    binary_closing,
+    binary_fill_holes,
+    distance_transform_edt,
+    gaussian_filter,
+    map_coordinates,
+    zoom,
+)
 
 from nnunet_dsmm.brats import BRATS_CHANNELS, brats_dataset_json
 from nnunet_dsmm.errors import DSMMError
@@ -36,15 +43,16 @@ MIN_SIDE = 24
 #: mean intensity of each tissue in (FLAIR, T1, T1ce, T2), before a case's jitter and site curve
 TISSUE_INTENSITY = {
     "white": (0.45, 0.80, 0.80, 0.40),
-    "grey": (0.60, 0.55, 0.56, 0.60),
+    "grey": (0.55, 0.55, 0.56, 0.60),
     "csf": (0.08, 0.18, 0.18, 1.00),
     # solid tumour: enhancing and non-enhancing tumour look alike except in T1ce
     "non-enhancing": (0.70, 0.42, 0.44, 0.66),
     "enhancing": (0.70, 0.42, 1.60, 0.66),
-    "necrosis": (0.50, 0.25, 0.26, 0.95),
+    "necrosis": (0.56, 0.30, 0.31, 0.82),
 }
+T1CE = 2
 #: what oedema (vasogenic water) adds to the tissue it lies in: brighter FLAIR and T2, darker T1
-OEDEMA_SHIFT = (0.42, -0.14, -0.14, 0.36)
+OEDEMA_SHIFT = (0.60, -0.16, -0.16, 0.45)
 
 
 class SynthError(DSMMError, ValueError):
@@ -128,9 +136,11 @@ def template_anatomy(shape: tuple[int, int, int]) -> Anatomy:
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], cells: int) -> np.ndarray:
-    """A smooth random field of unit standard deviation: ``cells`` random values per axis, cubic upsampling."""
-    coarse = rng.standard_normal((cells,) * len(shape))
-    field = zoom(coarse, [s / cells for s in shape], order=3)[tuple(slice(0, s) for s in shape)]
+    """A smooth random field of unit standard deviation: ``cells`` random values per axis, smoothed and
+    upsampled linearly (cheap at any size)."""
+    coarse = gaussian_filter(rng.standard_normal((2 * cells,) * len(shape)), 1.0, mode="wrap")
+    field = zoom(coarse, [s / (2 * cells) for s in shape], order=1, grid_mode=True,
+                 mode="grid-constant")[tuple(slice(0, s) for s in shape)]
     return (field - field.mean()) / (field.std() + 1e-8)
 
 
@@ -172,8 +182,8 @@ def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.nd
     core_radius = rng.uniform(0.09, 0.14) * side
     core = (lumpy < core_radius) & brain
     # enhancing rim: irregular thickness, and gaps where the core does not enhance
-    thickness = core_radius * rng.uniform(0.22, 0.38) * np.clip(1 + 0.6 * _smooth_field(rng, shape, 7), 0.2, None)
-    gaps = _smooth_field(rng, shape, 6) < rng.uniform(-1.2, 0.2)
+    thickness = core_radius * rng.uniform(0.18, 0.32) * np.clip(1 + 0.6 * _smooth_field(rng, shape, 7), 0.2, None)
+    gaps = _smooth_field(rng, shape, 6) < rng.uniform(-1.0, 0.4)
     enhancing = core & (lumpy > core_radius - thickness) & ~gaps
     necrosis = np.zeros(shape, dtype=bool)
     if rng.uniform() < 0.75:
@@ -182,7 +192,7 @@ def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.nd
     # oedema spreads along white matter, hardly into grey matter, never into the ventricles
     reach = core_radius * rng.uniform(0.5, 1.1) * (0.25 + white + 0.15 * _smooth_field(rng, shape, 8))
     oedema = (lumpy < core_radius + np.clip(reach, 0, None)) & brain & ~core & (csf < 0.5)
-    strength = np.clip(1.2 - (lumpy - core_radius) / (reach.clip(1e-3) + 1e-3), 0.3, 1.0) * oedema
+    strength = np.clip(1.2 - (lumpy - core_radius) / (reach.clip(1e-3) + 1e-3), 0.5, 1.0) * oedema
     return {"necrosis": necrosis, "enhancing": enhancing, "non-enhancing": core & ~enhancing & ~necrosis,
             "oedema": oedema, "oedema_strength": strength.astype(np.float32)}
 
@@ -190,13 +200,15 @@ def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.nd
 @dataclass(frozen=True)
 class PhantomCase:
     """One subject: images (4, *shape) float32 in (FLAIR, T1, T1ce, T2) order, labels (*shape) uint8,
-    and the healthy tissue fractions it was mixed from (each (*shape) float32)."""
+    the healthy tissue fractions it was mixed from (each (*shape) float32) and the necrosis within
+    label 2 (bool)."""
 
     images: np.ndarray
     labels: np.ndarray
     grey: np.ndarray
     white: np.ndarray
     csf: np.ndarray
+    necrosis: np.ndarray
 
 
 def synth_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> PhantomCase:
@@ -218,12 +230,14 @@ def synth_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> Phantom
 
     site = np.random.default_rng(int(rng.integers(3)) + 1000)  # one of three scanner sites
     site_gamma = site.uniform(0.8, 1.25, 4)
-    bias = np.exp(0.18 * _smooth_field(rng, shape, 4))  # one coil: shared by the channels
+    bias = np.exp(0.1 * _smooth_field(rng, shape, 4))  # one coil: shared by the channels
     texture = _smooth_field(rng, shape, max(4, min(shape) // 3))
     healthy = np.where(core, 0, 1).astype(np.float32)
     images = np.zeros((4, *shape), dtype=np.float32)
     for c in range(4):
         jitter = {name: values[c] * rng.normal(1, 0.05) for name, values in TISSUE_INTENSITY.items()}
+        if c != T1CE:  # enhancing and non-enhancing tumour differ in T1ce alone
+            jitter["enhancing"] = jitter["non-enhancing"]
         tissue = healthy * (grey * jitter["grey"] + white * jitter["white"] + csf * jitter["csf"])
         tissue += OEDEMA_SHIFT[c] * rng.normal(1, 0.1) * tumour["oedema_strength"]
         for name in ("necrosis", "enhancing", "non-enhancing"):
@@ -233,7 +247,7 @@ def synth_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> Phantom
         sigma = rng.uniform(0.02, 0.04)
         rician = np.sqrt((signal + sigma * rng.standard_normal(shape)) ** 2 + (sigma * rng.standard_normal(shape)) ** 2)
         images[c] = np.where(brain, rician * rng.uniform(600, 1400), 0)
-    return PhantomCase(images, labels, grey, white, csf)
+    return PhantomCase(images, labels, grey, white, csf, tumour["necrosis"])
 
 
 def write_synthetic_dataset(out_dir: str, config: SynthConfig, name: str = "SyntheticBraTS") -> dict:
