@@ -17,7 +17,7 @@ from tests.conftest import make_dataset, run_cmd
 
 def small_dataset(tmp_path: Path, num_train: int = 3) -> tuple[Path, list[str]]:
     """A tiny real dataset (16^3 voxels, every channel present); its folder and training cases."""
-    folder, manifest = make_dataset(tmp_path, 960, shape=(16, 16, 16), num_train=num_train, num_test=0,
+    folder, manifest = make_dataset(tmp_path, 960, shape=(24, 24, 24), num_train=num_train, num_test=0,
                                     fm_ratio=1.0, missing_as="absent")
     return folder, sorted(manifest["dropped"])
 

@@ -120,7 +120,7 @@ def test_train_needs_nnunet_preprocessed_and_the_plans(tmp_path):
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
-    folder, _ = make_dataset(tmp_path, 957, num_train=2, num_test=0, shape=(16, 16, 16))
+    folder, _ = make_dataset(tmp_path, 957, num_train=2, num_test=0, shape=(24, 24, 24))
     command = [str(BIN / "nnunet_dsmm"), "check", "--raw", str(folder), "--json", "--no-progress"]
     piped = subprocess.run(" ".join(command) + " | head -1", shell=True, capture_output=True, text=True,
                            executable="/bin/bash")
