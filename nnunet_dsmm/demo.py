@@ -157,7 +157,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
         shutil.rmtree(raw, ignore_errors=True)  # what an interrupted synthesis left
         step("synthesise", ["nnunet_dsmm", "synth", "-o", raw, "--num-train", str(budget.num_train), "--num-test",
                             str(budget.num_test), "--shape", *[str(budget.shape)] * 3, "--fm-ratio", str(fm_ratio),
-                            "--seed", str(data_seed), "--name", "DSMMDemo", "--labels", labels])
+                            "--data-seed", str(data_seed), "--name", "DSMMDemo", "--labels", labels])
         finish("synthesise")
     check = subprocess.run([os.path.join(os.path.dirname(sys.executable), "nnunet_dsmm"), "check", "--raw", raw,
                             "--no-progress", "--json"], env=env, capture_output=True, text=True, check=True)
