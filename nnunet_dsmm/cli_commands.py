@@ -89,7 +89,8 @@ def _cmd_recover(args) -> int:
 def _cmd_demo(args) -> int:
     from nnunet_dsmm.demo import run_demo
 
-    run_demo(args.output, args.device, args.budget, args.fm_ratio, args.data_seed, args.labels, args.seeds)
+    budget = args.budget or ("cpu" if args.device == "cpu" else "gpu")
+    run_demo(args.output, args.device, budget, args.fm_ratio, args.data_seed, args.labels, args.seeds)
     return 0
 
 

@@ -15,10 +15,9 @@ from nnunet_dsmm.cli_commands import (
     _cmd_recover,
     _cmd_synth,
 )
-from nnunet_dsmm.cli_training import add_executor_options, add_training_commands
+from nnunet_dsmm.cli_training import BUDGET_HELP, BUDGETS, add_executor_options, add_training_commands
 from nnunet_dsmm.locations import fold_name
 from nnunet_dsmm.raw_data import MISSING_AS
-from nnunet_dsmm.schedules import SCHEDULES
 
 #: nnUNetv2_train's and nnUNetv2_predict's -device choices; nnU-Net's default is cuda
 DEVICES = ("cuda", "cpu", "mps")
@@ -137,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="trainer; repeat for several models (the last one is the reference of the */† markers)")
     ev.add_argument("-f", nargs="+", type=fold_name, default=[0], metavar="FOLD",
                     help="fold(s) of each model, ensembled as nnUNetv2_predict does: e.g. -f 0 1 2 3 4, or -f all "
-                         "(default 0)")
+                         "(default 0, the one fold of a --split conversion; nnUNetv2_predict's is 0 1 2 3 4)")
     ev.add_argument("-i", required=True, metavar="INPUT_FOLDER",
                     help="images folder (nnU-Net raw naming, e.g. imagesTs)")
     ev.add_argument("-l", required=True, metavar="LABELS_FOLDER", help="labels folder (e.g. labelsTs)")
@@ -170,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-tr", default="DSMMTrainer", metavar="TRAINER",
                      help="a trainer with a recovery module (default DSMMTrainer)")
     rec.add_argument("-f", nargs="+", type=fold_name, default=[0], metavar="FOLD",
-                     help="fold(s); with several, their reconstructions are averaged (default 0)")
+                     help="fold(s); with several, their reconstructions are averaged (default 0, as evaluate)")
     rec.add_argument("-i", required=True, metavar="INPUT_FOLDER",
                      help="images folder (nnU-Net raw naming); never written to")
     rec.add_argument("-o", required=True, metavar="OUTPUT_FOLDER",
@@ -183,14 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="checkpoint file name, as nnUNetv2_predict -chk (default checkpoint_final.pth)")
     rec.set_defaults(func=_cmd_recover)
 
-    demo = command("demo", help="the whole method on a synthetic dataset, end to end (about 15 min on CPU)")
+    demo = command("demo", help="the whole method on a synthetic dataset, end to end (about 15 minutes with "
+                                "-device cpu)")
     demo.add_argument("-o", "--output", default="dsmm_demo", metavar="OUTPUT_FOLDER",
                       help="a new folder, or that of an earlier demo run with the same settings to resume it "
                            "(default ./dsmm_demo)")
     add_device(demo)
-    demo.add_argument("--budget", default="cpu", choices=("cpu", "gpu", "smoke"),
-                      help="data size, network width and schedules (cpu: ~10 min on 2 cores; gpu: larger; smoke: "
-                           "a few minutes, learns nothing, for tests)")
+    demo.add_argument("--budget", choices=("cpu", "gpu", "smoke"),
+                      help="data size, network width and schedules (default: cpu with -device cpu, else gpu). cpu: "
+                           "about 15 minutes on 2 cores; gpu: larger; smoke: a few minutes, learns nothing, for tests")
     demo.add_argument("--fm-ratio", type=FRACTION, default=0.1, help="full-modal share of training cases (default 0.1)")
     add_data_seed(demo, "random seed of the synthetic data")
     demo.add_argument("--seeds", type=POSITIVE, default=1,
@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("-c", required=True, metavar="CONFIGURATION", help="configuration, e.g. 3d_fullres")
     ablate.add_argument("-p", default="DSMMPlans", metavar="PLANS", help="plans identifier (default DSMMPlans)")
     ablate.add_argument("-f", nargs="+", type=fold_name, default=[0], metavar="FOLD",
-                        help="fold(s), e.g. -f 0 1 2 3 4 or -f all (default 0): each trained, their ensemble evaluated "
-                             "as nnUNetv2_predict does")
+                        help="fold(s), e.g. -f 0 1 2 3 4 or -f all (default 0, as evaluate): each trained, their "
+                             "ensemble evaluated as nnUNetv2_predict does")
     ablate.add_argument("--table", default="all", choices=("2", "3", "fig5", "ctd", "all"),
                         help="which ablation (default all)")
     ablate.add_argument("-i", required=True, metavar="INPUT_FOLDER",
@@ -219,9 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "re-running keeps what is finished")
     add_device(ablate)
     ablate.add_argument("--seeds", type=POSITIVE, default=1, help="independent trainings of every row (default 1)")
-    ablate.add_argument("--budget", default="paper", choices=tuple(SCHEDULES),
-                        help="schedule of every stage: paper (default: 1000/600/1000 epochs), gpu, cpu (16/6/16 epochs "
-                             "of 12 iterations), cpu-long (48/60/48), smoke (tests; learns nothing)")
+    ablate.add_argument("--budget", default="paper", choices=BUDGETS, metavar="BUDGET",
+                        help=f"schedule of every stage: {BUDGET_HELP} (default paper)")
     add_disable_tta(ablate)
     ablate.add_argument("--dry-run", action="store_true",
                         help="list every training per seed and fold (and which are finished) with its epochs, where it "
