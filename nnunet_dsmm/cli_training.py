@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 
 from nnunet_dsmm.locations import fold_name
@@ -153,12 +154,24 @@ def _cmd_train(args) -> int:
     say(f"train: {args.tr} on {name} {args.c} fold(s) {' '.join(map(str, folds))}: {len(trainings)} training(s) "
         f"per fold, earlier stages first ({', '.join(t.trainer for t in trainings)}); schedule: "
         f"{_schedule_source(args.budget)}")
+    _warn_offline(trainings)
     if args.dry_run:
         print("\n".join("  " + line for line in dry_run(plan, options, args.device, slurm_folder)))
         return 0
     if run_plan(plan, options, args.device, slurm_folder) is not None:
         say(f"train: {args.tr} and its earlier stages are trained; models in {os.path.join(results, name)}")
     return 0
+
+
+def _warn_offline(trainings) -> None:
+    """Print a warning when a training embeds prompts with CLIP weights that would have to be downloaded."""
+    from nnunet_dsmm.discovery import find_registered_class
+    from nnunet_dsmm.text_encoder import offline_warning
+
+    encoders = {find_registered_class(t.trainer).text_encoder for t in trainings
+                if find_registered_class(t.trainer).prompt_source == "text"}
+    for warning in filter(None, map(offline_warning, sorted(encoders))):
+        print(warning, file=sys.stderr)
 
 
 def _cmd_status(args) -> int:

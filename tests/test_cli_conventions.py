@@ -244,3 +244,26 @@ def test_the_demo_budget_follows_the_device(tmp_path, device, budget):
     result = run_cmd(["nnunet_dsmm", "demo", "-o", str(tmp_path / "other"), "-device", device], bare_env(),
                      check=False)
     assert_user_error(result, f"asked {{'budget': '{budget}'")
+
+
+def test_train_warns_when_the_clip_weights_would_be_downloaded(tmp_path):
+    (tmp_path / "results" / "Dataset962_X").mkdir(parents=True)
+    (tmp_path / "pre" / "Dataset962_X").mkdir(parents=True)
+    (tmp_path / "pre" / "Dataset962_X" / "DSMMPlans.json").write_text(json.dumps({"configurations": {
+        "3d_fullres": {}}}))
+    env = bare_env(nnUNet_results=str(tmp_path / "results"), nnUNet_preprocessed=str(tmp_path / "pre"),
+                   HF_HOME=str(tmp_path / "empty_cache"), HF_HUB_OFFLINE="1")
+    env = {k: v for k, v in env.items() if k not in ("DSMM_TEXT_ENCODER", "DSMM_CLIP_PRETRAINED")}
+    command = ["nnunet_dsmm", "train", "-d", "962", "-c", "3d_fullres", "-f", "0", "-device", "cpu", "--dry-run"]
+    offline = run_cmd(command, env)
+    assert "the CLIP weights of ViT-B-32 ('openai') are not downloaded on this machine" in offline.stderr
+    assert "DSMM_CLIP_PRETRAINED=/path/to/open_clip_pytorch_model.bin" in offline.stderr
+    assert "DSMM_TEXT_ENCODER=untrained" in offline.stderr and "would train" in offline.stdout
+    wrong = run_cmd(command, {**env, "DSMM_CLIP_PRETRAINED": str(tmp_path / "absent.bin")})
+    assert f"DSMM_CLIP_PRETRAINED={tmp_path / 'absent.bin'} is neither a file" in wrong.stderr
+    (tmp_path / "clip.bin").write_bytes(b"weights")
+    for chosen in ({"DSMM_CLIP_PRETRAINED": str(tmp_path / "clip.bin")}, {"DSMM_TEXT_ENCODER": "untrained"}):
+        assert "WARNING" not in run_cmd(command, {**env, **chosen}).stderr, chosen
+    # a trainer without text prompts needs no weights
+    baseline = run_cmd([*command, "-tr", "DSMMBaselineTrainer"], env)
+    assert "WARNING" not in baseline.stderr
