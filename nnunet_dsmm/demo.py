@@ -192,7 +192,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
          ["nnunet_dsmm", "evaluate", "-d", str(DATASET_ID), "-c", CONFIGURATION, "-p", "DSMMPlans",
           *[a for m in models for a in ("-tr", m)], "-f", "0", "-i", os.path.join(raw, "imagesTs"),
           "-l", os.path.join(raw, "labelsTs"), "-o", evaluation, "-device", device, *several]
-         + ([] if budget.mirroring else ["--disable-tta"]))
+         + ([] if budget.mirroring else ["--disable_tta"]))
     with open(os.path.join(raw, "missing_manifest.json")) as f:
         case = json.load(f)["test_cases"][0]
     recovered = os.path.join(out_dir, "recovered")
