@@ -2,7 +2,7 @@
 
 Synthesise a BraTS-like dataset with dual-stage missing modalities, check it, plan and
 preprocess with the stock command, train the baseline (stage 1), pre-training (stage 2),
-DSMMTrainer (stage 3) and the compute-matched baseline (as many epochs as stages 2 + 3) with a
+DSMMTrainer (stage 3) and the epoch-matched baseline (as many epochs as stages 2 + 3) with a
 schedule and a network sized for the budget, once per seed (independent trainings), evaluate the
 models on every combination (mean ± std over seeds, paired Wilcoxon over cases), recover a hidden
 modality, and draw Fig.-4-style overlays. Every step runs the real command as a subprocess with its

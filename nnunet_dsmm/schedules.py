@@ -44,7 +44,7 @@ class Stage(Enum):
     PRETRAINING = "pretraining"
     #: stage 3: a model fine-tuned from stage 2's φθ (Eq. 7 and its ablations)
     FINETUNING = "finetuning"
-    #: the compute-matched baseline: as many epochs as stages 2 and 3 together
+    #: the epoch-matched baseline: as many epochs as stages 2 and 3 together
     COMPUTE_MATCHED = "compute-matched"
 
 
