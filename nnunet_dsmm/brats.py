@@ -21,7 +21,6 @@ from nnunet_dsmm.modalities import simulate_missing
 from nnunet_dsmm.raw_data import RawDataError, write_raw_dataset
 
 BRATS_CHANNELS = ("FLAIR", "T1", "T1ce", "T2")
-BRATS_SUFFIXES = ("flair", "t1", "t1ce", "t2")  # file suffixes, same order as BRATS_CHANNELS
 # nnU-Net's BraTS convention: labels 1 oedema, 2 necrosis/non-enhancing core, 3 enhancing tumour.
 BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
 BRATS_REGIONS_CLASS_ORDER = [1, 2, 3]
