@@ -34,7 +34,7 @@ DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_DSMMDemo"
 CONFIGURATION = "3d_demo"
 #: the models the demo compares, in the order of its tables (the last is the reference of the tests)
-BASELINE, MATCHED_BASELINE, DSMM = "DSMMBaselineTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTrainer"
+BASELINE, MATCHED_BASELINE, DSMM = "DSMMBaselineTrainer", "DSMMBaselineEpochMatchedTrainer", "DSMMTrainer"
 
 
 class DemoError(DSMMError, RuntimeError):
