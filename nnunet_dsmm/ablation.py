@@ -89,7 +89,7 @@ FULL_MODEL = "DSMMTrainer"
 #: compared with the full model in every run: the plain baseline and the baseline given stages 2 + 3's epochs
 BASELINES = (AblationRow("stage 1 alone (f/T, PGMA, from scratch)", "DSMMTeacherTrainer"),
              AblationRow("nnU-Net + modality dropout", "DSMMBaselineTrainer"),
-             AblationRow("same, compute-matched (epochs of stages 2 + 3)", "DSMMBaselineComputeMatchedTrainer"),
+             AblationRow("same, epoch-matched (epochs of stages 2 + 3)", "DSMMBaselineEpochMatchedTrainer"),
              AblationRow("DSMMTrainer (full model)", FULL_MODEL))
 
 

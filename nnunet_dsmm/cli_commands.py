@@ -28,7 +28,7 @@ def _cmd_synth(args) -> int:
     from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
 
     config = SynthConfig(shape=tuple(args.shape), num_train=args.num_train, num_test=args.num_test,
-                         fm_ratio=args.fm_ratio, missing_rates=args.missing_rates, seed=args.seed,
+                         fm_ratio=args.fm_ratio, missing_rates=args.missing_rates, seed=args.data_seed,
                          missing_as=args.missing_as, labels=args.labels)
     manifest = write_synthetic_dataset(args.output, config, name=args.name)
     full = sum(1 for d in manifest["dropped"].values() if not d)
@@ -40,10 +40,12 @@ def _cmd_synth(args) -> int:
 def _cmd_convert(args) -> int:
     from nnunet_dsmm.brats import convert_brats
 
-    manifest = convert_brats(args.input, args.output, args.fm_ratio, args.seed, args.split, args.missing_as,
+    manifest = convert_brats(args.input, args.output, args.fm_ratio, args.data_seed, args.split, args.missing_as,
                              args.name, args.missing_rates)
-    print(f"Converted {len(manifest['dropped'])} training cases and {len(manifest['split']['test'])} test cases "
-          f"to {args.output}; manifest: {os.path.join(args.output, 'missing_manifest.json')}")
+    reduced = sum(1 for channels in manifest["dropped"].values() if channels)
+    print(f"Converted {len(manifest['dropped'])} training cases ({reduced} with modalities removed) and "
+          f"{len(manifest['split']['test'])} test cases of {manifest['naming']} to {args.output}; manifest: "
+          f"{os.path.join(args.output, 'missing_manifest.json')}")
     return 0
 
 
@@ -87,7 +89,8 @@ def _cmd_recover(args) -> int:
 def _cmd_demo(args) -> int:
     from nnunet_dsmm.demo import run_demo
 
-    run_demo(args.output, args.device, args.budget, args.fm_ratio, args.seed, args.labels, args.seeds)
+    budget = args.budget or ("cpu" if args.device == "cpu" else "gpu")
+    run_demo(args.output, args.device, budget, args.fm_ratio, args.data_seed, args.labels, args.seeds)
     return 0
 
 

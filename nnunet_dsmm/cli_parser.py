@@ -15,10 +15,9 @@ from nnunet_dsmm.cli_commands import (
     _cmd_recover,
     _cmd_synth,
 )
-from nnunet_dsmm.cli_training import add_executor_options, add_training_commands
+from nnunet_dsmm.cli_training import BUDGET_HELP, BUDGETS, add_executor_options, add_training_commands
 from nnunet_dsmm.locations import fold_name
 from nnunet_dsmm.raw_data import MISSING_AS
-from nnunet_dsmm.schedules import SCHEDULES
 
 #: nnUNetv2_train's and nnUNetv2_predict's -device choices; nnU-Net's default is cuda
 DEVICES = ("cuda", "cpu", "mps")
@@ -53,6 +52,12 @@ def add_disable_tta(parser: argparse.ArgumentParser, text: str = "predict withou
     parser.add_argument("--disable_tta", "--disable-tta", dest="disable_tta", action="store_true", help=text)
 
 
+def add_data_seed(parser: argparse.ArgumentParser, text: str) -> None:
+    """``--data-seed``, the seed of the data (``--seed`` kept as an alias), apart from ``--seeds``."""
+    parser.add_argument("--data-seed", type=int, default=0, help=f"{text} (default 0)")
+    parser.add_argument("--seed", dest="data_seed", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def version() -> str:
     return f"nnunet-dsmm {metadata.version('nnunet-dsmm')} (nnunetv2 {metadata.version('nnunetv2')})"
 
@@ -79,15 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-progress", action="store_true", help="no progress bar")
     check.set_defaults(func=_cmd_check)
 
-    def add_missing_options(p):
+    def add_missing_options(p: argparse.ArgumentParser, fm_ratio: float | None) -> None:
+        """The simulation of missing modalities; ``fm_ratio`` None: none unless asked for."""
         pattern = p.add_mutually_exclusive_group()
-        pattern.add_argument("--fm-ratio", type=FRACTION, default=0.1,
-                             help="share of training cases that keep every modality; each other case loses 1 to 3 "
-                                  "(default 0.1)")
+        keep = "default 0.1" if fm_ratio is not None else "default: no simulation, every modality kept"
+        pattern.add_argument("--fm-ratio", type=FRACTION, default=fm_ratio,
+                             help=f"simulate missing modalities by the paper's rule: this share of training cases "
+                                  f"keeps every modality, each other case loses 1 to 3 ({keep})")
         pattern.add_argument("--missing-rates", type=FRACTION, nargs=4, metavar=("FLAIR", "T1", "T1CE", "T2"),
                              help="instead of --fm-ratio: the share of training cases that lack each modality, "
                                   "e.g. 0.2 0.3 0.6 0.2")
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        add_data_seed(p, "random seed of the data: the simulated missing modalities" +
+                      (" and the images" if fm_ratio is not None else " and a seeded --split"))
         p.add_argument("--missing-as", choices=MISSING_AS, default="absent",
                        help="write a dropped modality as an absent file, an all-zero file, or either at random")
         p.add_argument("--name", help="dataset name written to dataset.json")
@@ -103,16 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--labels", choices=("regions", "plain"), default="regions",
                        help="regions: WT/TC/ET as nnU-Net trains BraTS (default); plain: oedema, necrosis and "
                             "enhancing tumour as mutually exclusive classes (softmax)")
-    add_missing_options(synth)
+    add_missing_options(synth, 0.1)
     synth.set_defaults(func=_cmd_synth, name="SyntheticBraTS")
 
-    convert = command("convert-brats", help="convert BraTS 2018/2020/2021 folders to nnU-Net raw format")
+    convert = command("convert-brats", help="convert a BraTS 2018-2021 or 2023/2024 GLI folder to nnU-Net raw format, "
+                                            "every modality kept unless a simulation is asked for")
     convert.add_argument("-i", "--input", required=True, metavar="INPUT_FOLDER",
                          help="folder holding the BraTS case folders")
     convert.add_argument("-o", "--output", required=True, metavar="OUTPUT_FOLDER", help="raw dataset folder to create")
-    convert.add_argument("--split", metavar="JSON_FILE",
-                         help='JSON {"train": [...], "val": [...], "test": [...]} of case names')
-    add_missing_options(convert)
+    convert.add_argument("--split", metavar="SPLIT",
+                         help="test cases to imagesTs/labelsTs, validation cases to splits_final.json: brats2018 "
+                              "(199/29/57 cases) or brats2020 (219/50/100), the paper's protocol drawn with "
+                              "--data-seed; TRAIN/VAL/TEST counts, e.g. 800/200/251; or a JSON file "
+                              '{"train": [...], "val": [...], "test": [...]} of case names (default: every case '
+                              "to imagesTr)")
+    add_missing_options(convert, None)
     convert.set_defaults(func=_cmd_convert, name="BraTS")
 
     ev = command("evaluate", help="Dice and HD95 of trained models on every channel combination (Table 1)")
@@ -123,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="trainer; repeat for several models (the last one is the reference of the */† markers)")
     ev.add_argument("-f", nargs="+", type=fold_name, default=[0], metavar="FOLD",
                     help="fold(s) of each model, ensembled as nnUNetv2_predict does: e.g. -f 0 1 2 3 4, or -f all "
-                         "(default 0)")
+                         "(default 0, the one fold of a --split conversion; nnUNetv2_predict's is 0 1 2 3 4)")
     ev.add_argument("-i", required=True, metavar="INPUT_FOLDER",
                     help="images folder (nnU-Net raw naming, e.g. imagesTs)")
     ev.add_argument("-l", required=True, metavar="LABELS_FOLDER", help="labels folder (e.g. labelsTs)")
@@ -156,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-tr", default="DSMMTrainer", metavar="TRAINER",
                      help="a trainer with a recovery module (default DSMMTrainer)")
     rec.add_argument("-f", nargs="+", type=fold_name, default=[0], metavar="FOLD",
-                     help="fold(s); with several, their reconstructions are averaged (default 0)")
+                     help="fold(s); with several, their reconstructions are averaged (default 0, as evaluate)")
     rec.add_argument("-i", required=True, metavar="INPUT_FOLDER",
                      help="images folder (nnU-Net raw naming); never written to")
     rec.add_argument("-o", required=True, metavar="OUTPUT_FOLDER",
@@ -169,16 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="checkpoint file name, as nnUNetv2_predict -chk (default checkpoint_final.pth)")
     rec.set_defaults(func=_cmd_recover)
 
-    demo = command("demo", help="the whole method on a synthetic dataset, end to end (about 15 min on CPU)")
+    demo = command("demo", help="the whole method on a synthetic dataset, end to end (about 15 minutes with "
+                                "-device cpu)")
     demo.add_argument("-o", "--output", default="dsmm_demo", metavar="OUTPUT_FOLDER",
                       help="a new folder, or that of an earlier demo run with the same settings to resume it "
                            "(default ./dsmm_demo)")
     add_device(demo)
-    demo.add_argument("--budget", default="cpu", choices=("cpu", "gpu", "smoke"),
-                      help="data size, network width and schedules (cpu: ~10 min on 2 cores; gpu: larger; smoke: "
-                           "a few minutes, learns nothing, for tests)")
+    demo.add_argument("--budget", choices=("cpu", "gpu", "smoke"),
+                      help="data size, network width and schedules (default: cpu with -device cpu, else gpu). cpu: "
+                           "about 15 minutes on 2 cores; gpu: larger; smoke: a few minutes, learns nothing, for tests")
     demo.add_argument("--fm-ratio", type=FRACTION, default=0.1, help="full-modal share of training cases (default 0.1)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data (default 0)")
+    add_data_seed(demo, "random seed of the synthetic data")
     demo.add_argument("--seeds", type=POSITIVE, default=1,
                       help="independent trainings of every model (DSMM_SEED 0..N-1; default 1); the tables show "
                            "mean ± std over them")
@@ -193,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("-c", required=True, metavar="CONFIGURATION", help="configuration, e.g. 3d_fullres")
     ablate.add_argument("-p", default="DSMMPlans", metavar="PLANS", help="plans identifier (default DSMMPlans)")
     ablate.add_argument("-f", nargs="+", type=fold_name, default=[0], metavar="FOLD",
-                        help="fold(s), e.g. -f 0 1 2 3 4 or -f all (default 0): each trained, their ensemble evaluated "
-                             "as nnUNetv2_predict does")
+                        help="fold(s), e.g. -f 0 1 2 3 4 or -f all (default 0, as evaluate): each trained, their "
+                             "ensemble evaluated as nnUNetv2_predict does")
     ablate.add_argument("--table", default="all", choices=("2", "3", "fig5", "ctd", "all"),
                         help="which ablation (default all)")
     ablate.add_argument("-i", required=True, metavar="INPUT_FOLDER",
@@ -205,9 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "re-running keeps what is finished")
     add_device(ablate)
     ablate.add_argument("--seeds", type=POSITIVE, default=1, help="independent trainings of every row (default 1)")
-    ablate.add_argument("--budget", default="paper", choices=tuple(SCHEDULES),
-                        help="schedule of every stage: paper (default: 1000/600/1000 epochs), gpu, cpu (16/6/16 epochs "
-                             "of 12 iterations), cpu-long (48/60/48), smoke (tests; learns nothing)")
+    ablate.add_argument("--budget", default="paper", choices=BUDGETS, metavar="BUDGET",
+                        help=f"schedule of every stage: {BUDGET_HELP} (default paper)")
     add_disable_tta(ablate)
     ablate.add_argument("--dry-run", action="store_true",
                         help="list every training per seed and fold (and which are finished) with its epochs, where it "

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 
 from nnunet_dsmm.locations import fold_name
+from nnunet_dsmm.schedules import SCHEDULES
+
+BUDGETS = tuple(SCHEDULES)
+#: the named schedules, for the help of ``train --budget`` and ``ablate --budget``
+BUDGET_HELP = ("paper (1000/600/1000 epochs), gpu (100/50/100), cpu (16/6/16 epochs of 12 iterations), cpu-long "
+               "(48/60/48), smoke (tests; learns nothing)")
 
 
 def add_training_commands(command: Callable[..., argparse.ArgumentParser], add_device: Callable) -> None:
@@ -23,6 +30,9 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser], add_d
                        help="the trainer to train; its earlier stages are trained first (default DSMMTrainer)")
     train.add_argument("-p", default="DSMMPlans", metavar="PLANS", help="plans identifier (default DSMMPlans)")
     add_device(train)
+    train.add_argument("--budget", choices=BUDGETS, metavar="BUDGET",
+                       help=f"schedule of every stage, as ablate --budget: {BUDGET_HELP} (default: each trainer's "
+                            "own, the paper's, or DSMM_NUM_* from the environment)")
     train.add_argument("--dry-run", action="store_true",
                        help="list each training (done, to continue, to start) with its command line, where it runs "
                             "and the estimated device time; train nothing")
@@ -37,9 +47,11 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser], add_d
     status.set_defaults(func=_cmd_status)
 
 
-def _schedule_source() -> str:
+def _schedule_source(budget: str | None) -> str:
     from nnunet_dsmm.schedules import SCHEDULE_VARIABLES
 
+    if budget is not None:
+        return f"--budget {budget}"
     chosen = [f"{v}={os.environ[v]}" for v in SCHEDULE_VARIABLES.values() if os.environ.get(v)]
     return ", ".join(chosen) + " from the environment" if chosen else "each trainer's own (the paper's)"
 
@@ -130,21 +142,36 @@ def _cmd_train(args) -> int:
     from nnunet_dsmm.plan import build_plan, folder_log
 
     options = executor_options(args)
-    trainings = trainings_for([args.tr], None)
+    schedule = None if args.budget is None else SCHEDULES[args.budget]
+    trainings = trainings_for([args.tr], schedule)
     results = require_folder("nnUNet_results")
     name = dataset_name(args.d)
     _require_plans(name, args.p, args.c, args.d)
     folds = list(dict.fromkeys(args.f))
-    plan = build_plan(trainings, name, args.c, args.p, folds, {None: results}, dict(os.environ), folder_log)
+    env = {**os.environ, **({} if schedule is None else schedule.environment())}
+    plan = build_plan(trainings, name, args.c, args.p, folds, {None: results}, env, folder_log)
     slurm_folder = os.path.join(results, name, "nnunet_dsmm_slurm", f"{args.p}__{args.c}")
     say(f"train: {args.tr} on {name} {args.c} fold(s) {' '.join(map(str, folds))}: {len(trainings)} training(s) "
-        f"per fold, earlier stages first ({', '.join(t.trainer for t in trainings)}); schedule: {_schedule_source()}")
+        f"per fold, earlier stages first ({', '.join(t.trainer for t in trainings)}); schedule: "
+        f"{_schedule_source(args.budget)}")
+    _warn_offline(trainings)
     if args.dry_run:
         print("\n".join("  " + line for line in dry_run(plan, options, args.device, slurm_folder)))
         return 0
     if run_plan(plan, options, args.device, slurm_folder) is not None:
         say(f"train: {args.tr} and its earlier stages are trained; models in {os.path.join(results, name)}")
     return 0
+
+
+def _warn_offline(trainings) -> None:
+    """Print a warning when a training embeds prompts with CLIP weights that would have to be downloaded."""
+    from nnunet_dsmm.discovery import find_registered_class
+    from nnunet_dsmm.text_encoder import offline_warning
+
+    encoders = {find_registered_class(t.trainer).text_encoder for t in trainings
+                if find_registered_class(t.trainer).prompt_source == "text"}
+    for warning in filter(None, map(offline_warning, sorted(encoders))):
+        print(warning, file=sys.stderr)
 
 
 def _cmd_status(args) -> int:

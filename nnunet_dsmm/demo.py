@@ -2,7 +2,7 @@
 
 Synthesise a BraTS-like dataset with dual-stage missing modalities, check it, plan and
 preprocess with the stock command, train the baseline (stage 1), pre-training (stage 2),
-DSMMTrainer (stage 3) and the compute-matched baseline (as many epochs as stages 2 + 3) with a
+DSMMTrainer (stage 3) and the epoch-matched baseline (as many epochs as stages 2 + 3) with a
 schedule and a network sized for the budget, once per seed (independent trainings), evaluate the
 models on every combination (mean ± std over seeds, paired Wilcoxon over cases), recover a hidden
 modality, and draw Fig.-4-style overlays. Every step runs the real command as a subprocess with its
@@ -34,7 +34,7 @@ DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_DSMMDemo"
 CONFIGURATION = "3d_demo"
 #: the models the demo compares, in the order of its tables (the last is the reference of the tests)
-BASELINE, MATCHED_BASELINE, DSMM = "DSMMBaselineTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTrainer"
+BASELINE, MATCHED_BASELINE, DSMM = "DSMMBaselineTrainer", "DSMMBaselineEpochMatchedTrainer", "DSMMTrainer"
 
 
 class DemoError(DSMMError, RuntimeError):
@@ -157,7 +157,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
         shutil.rmtree(raw, ignore_errors=True)  # what an interrupted synthesis left
         step("synthesise", ["nnunet_dsmm", "synth", "-o", raw, "--num-train", str(budget.num_train), "--num-test",
                             str(budget.num_test), "--shape", *[str(budget.shape)] * 3, "--fm-ratio", str(fm_ratio),
-                            "--seed", str(data_seed), "--name", "DSMMDemo", "--labels", labels])
+                            "--data-seed", str(data_seed), "--name", "DSMMDemo", "--labels", labels])
         finish("synthesise")
     check = subprocess.run([os.path.join(os.path.dirname(sys.executable), "nnunet_dsmm"), "check", "--raw", raw,
                             "--no-progress", "--json"], env=env, capture_output=True, text=True, check=True)
@@ -192,7 +192,7 @@ def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_rat
          ["nnunet_dsmm", "evaluate", "-d", str(DATASET_ID), "-c", CONFIGURATION, "-p", "DSMMPlans",
           *[a for m in models for a in ("-tr", m)], "-f", "0", "-i", os.path.join(raw, "imagesTs"),
           "-l", os.path.join(raw, "labelsTs"), "-o", evaluation, "-device", device, *several]
-         + ([] if budget.mirroring else ["--disable-tta"]))
+         + ([] if budget.mirroring else ["--disable_tta"]))
     with open(os.path.join(raw, "missing_manifest.json")) as f:
         case = json.load(f)["test_cases"][0]
     recovered = os.path.join(out_dir, "recovered")

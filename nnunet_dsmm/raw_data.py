@@ -266,7 +266,8 @@ def write_raw_dataset(out_dir: str, dataset_json: dict, cases: Iterable[tuple[st
     go to imagesTr/labelsTr without their dropped channels; the others go complete to
     imagesTs/labelsTs. With ``dropped_folder``, the dropped channels themselves are kept there (for an
     oracle that may see the true complete case). The manifest gets the channels, what was dropped and
-    how each dropped channel was written, and the test cases. Refuses a folder that already holds a dataset.
+    how each dropped channel was written, and the test cases. Refuses a folder that already holds a dataset;
+    on an error, removes what it wrote (the output folder too if it made it).
     """
     import SimpleITK as sitk
     from tqdm import tqdm
@@ -275,6 +276,9 @@ def write_raw_dataset(out_dir: str, dataset_json: dict, cases: Iterable[tuple[st
         raise RawDataError(f"nnunet-dsmm: {out_dir} already holds a dataset; choose an empty output folder")
     ending = dataset_json["file_ending"]
     written, test_cases, created = {}, [], []
+    if not os.path.isdir(out_dir):
+        os.makedirs(out_dir)
+        created.append(out_dir)
     try:
         for name, channels, label in tqdm(cases, desc=progress):
             part = "Tr" if name in dropped else "Ts"

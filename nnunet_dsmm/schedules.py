@@ -44,8 +44,8 @@ class Stage(Enum):
     PRETRAINING = "pretraining"
     #: stage 3: a model fine-tuned from stage 2's φθ (Eq. 7 and its ablations)
     FINETUNING = "finetuning"
-    #: the compute-matched baseline: as many epochs as stages 2 and 3 together
-    COMPUTE_MATCHED = "compute-matched"
+    #: the epoch-matched baseline: as many epochs as stages 2 and 3 together
+    EPOCH_MATCHED = "epoch-matched"
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Schedule:
         """The epochs of a trainer of ``stage``."""
         return {Stage.SEGMENTATION: self.stage1_epochs, Stage.PRETRAINING: self.pretrain_epochs,
                 Stage.FINETUNING: self.finetune_epochs,
-                Stage.COMPUTE_MATCHED: self.pretrain_epochs + self.finetune_epochs}[stage]
+                Stage.EPOCH_MATCHED: self.pretrain_epochs + self.finetune_epochs}[stage]
 
     def environment(self) -> dict[str, str]:
         """The iteration variables of this schedule (the epochs are each training's own)."""

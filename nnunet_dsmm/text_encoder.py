@@ -72,6 +72,36 @@ def load_clip(name: str, log: Callable[[str], None] = print) -> torch.nn.Module:
     return model.eval()
 
 
+def _weights_cached(model_name: str, tag: str) -> bool:
+    """Whether open_clip's pretrained ``tag`` of ``model_name`` is in the Hugging Face cache (no download)."""
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.pretrained import get_pretrained_cfg
+
+    hub = get_pretrained_cfg(model_name, tag).get("hf_hub", "")
+    if not hub:
+        return False
+    repo, filename = os.path.split(hub)
+    names = {filename or "open_clip_pytorch_model.bin", "open_clip_model.safetensors"}
+    return any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
+
+
+def offline_warning(name: str) -> str | None:
+    """Why loading the text encoder ``name`` would need the network, or fail; None when its weights are a
+    local file or already downloaded, or ``DSMM_TEXT_ENCODER=untrained`` was chosen. Downloads nothing."""
+    if os.environ.get(TEXT_ENCODER_ENV, "pretrained") == "untrained":
+        return None
+    config = TEXT_ENCODERS[name]
+    pretrained = os.environ.get(CLIP_PRETRAINED_ENV) or config.pretrained
+    if os.path.isfile(pretrained) or _weights_cached(config.model_name, pretrained):
+        return None
+    where = (f"{CLIP_PRETRAINED_ENV}={pretrained} is neither a file nor an open_clip tag downloaded here"
+             if os.environ.get(CLIP_PRETRAINED_ENV) else
+             f"the CLIP weights of {config.model_name} ({pretrained!r}) are not downloaded on this machine")
+    return (f"nnunet-dsmm WARNING: {where}; a training that embeds prompts downloads them and stops on a node "
+            f"without network. Set {CLIP_PRETRAINED_ENV}=/path/to/open_clip_pytorch_model.bin, or "
+            f"{TEXT_ENCODER_ENV}=untrained to train without a language prior.")
+
+
 @torch.no_grad()
 def embed_prompts(prompts: Sequence[str], name: str, log: Callable[[str], None] = print) -> torch.Tensor:
     """(N, D) L2-normalised text embeddings Z_t of the prompts."""

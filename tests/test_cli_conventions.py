@@ -197,3 +197,73 @@ def test_the_demo_on_nnunets_default_device_without_a_gpu_says_how_to_run_it_on_
                      check=False)
     assert_user_error(result, "no CUDA device is available", "nnunet_dsmm demo -device cpu")
     assert not (tmp_path / "demo").exists()
+
+
+def help_text(*command: str) -> str:
+    """``nnunet_dsmm COMMAND --help`` on one line (argparse wraps its lines)."""
+    return " ".join(run_cmd(["nnunet_dsmm", *command, "--help"], bare_env()).stdout.split())
+
+
+def test_one_spelling_and_one_default_per_concept():
+    budgets = "paper (1000/600/1000 epochs), gpu (100/50/100), cpu (16/6/16 epochs of 12 iterations)"
+    assert budgets in help_text("train") and budgets in help_text("ablate")
+    for command in ("evaluate", "recover", "ablate"):
+        assert "(default 0" in help_text(command), command
+    for command in ("synth", "convert-brats", "demo"):
+        text = help_text(command)
+        assert "--data-seed DATA_SEED" in text and "--seed " not in text, command
+    assert "--seeds SEEDS" in help_text("demo") and "--seeds SEEDS" in help_text("ablate")
+    demo = help_text("demo")
+    assert "(default: cpu with -device cpu, else gpu)" in demo and "about 15 minutes on 2 cores" in demo
+    assert "about 15 minutes with -device cpu" in help_text() and "~10 min" not in demo
+    assert "(default: no simulation, every modality kept)" in help_text("convert-brats")
+    assert "(default 0.1)" in help_text("synth")
+
+
+def test_train_takes_a_budget_as_ablate_does(tmp_path):
+    (tmp_path / "results" / "Dataset961_X").mkdir(parents=True)
+    (tmp_path / "pre" / "Dataset961_X").mkdir(parents=True)
+    (tmp_path / "pre" / "Dataset961_X" / "DSMMPlans.json").write_text(json.dumps({"configurations": {
+        "3d_fullres": {}}}))
+    env = bare_env(nnUNet_results=str(tmp_path / "results"), nnUNet_preprocessed=str(tmp_path / "pre"),
+                   DSMM_TEXT_ENCODER="untrained")
+    command = ["nnunet_dsmm", "train", "-d", "961", "-c", "3d_fullres", "-f", "0", "-device", "cpu", "--dry-run"]
+    smoke = run_cmd([*command, "--budget", "smoke"], env).stdout
+    assert "schedule: --budget smoke" in smoke
+    assert "DSMMTeacherTrainer: would train 2 epochs" in smoke and "DSMMPretrainTrainer: would train 1 epochs" in smoke
+    assert "5 epochs (15 training iterations)" in smoke
+    paper = run_cmd(command, env).stdout
+    assert "DSMMTrainer: would train 1000 epochs" in paper and "(650000 training iterations)" in paper
+
+
+@pytest.mark.parametrize("device, budget", [("cpu", "cpu"), ("cuda", "gpu")])
+def test_the_demo_budget_follows_the_device(tmp_path, device, budget):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "demo_state.json").write_text(json.dumps({"settings": {
+        "budget": "smoke", "fm_ratio": 0.1, "seed": 0, "labels": "regions"}, "done": ["synthesise"]}))
+    result = run_cmd(["nnunet_dsmm", "demo", "-o", str(tmp_path / "other"), "-device", device], bare_env(),
+                     check=False)
+    assert_user_error(result, f"asked {{'budget': '{budget}'")
+
+
+def test_train_warns_when_the_clip_weights_would_be_downloaded(tmp_path):
+    (tmp_path / "results" / "Dataset962_X").mkdir(parents=True)
+    (tmp_path / "pre" / "Dataset962_X").mkdir(parents=True)
+    (tmp_path / "pre" / "Dataset962_X" / "DSMMPlans.json").write_text(json.dumps({"configurations": {
+        "3d_fullres": {}}}))
+    env = bare_env(nnUNet_results=str(tmp_path / "results"), nnUNet_preprocessed=str(tmp_path / "pre"),
+                   HF_HOME=str(tmp_path / "empty_cache"), HF_HUB_OFFLINE="1")
+    env = {k: v for k, v in env.items() if k not in ("DSMM_TEXT_ENCODER", "DSMM_CLIP_PRETRAINED")}
+    command = ["nnunet_dsmm", "train", "-d", "962", "-c", "3d_fullres", "-f", "0", "-device", "cpu", "--dry-run"]
+    offline = run_cmd(command, env)
+    assert "the CLIP weights of ViT-B-32 ('openai') are not downloaded on this machine" in offline.stderr
+    assert "DSMM_CLIP_PRETRAINED=/path/to/open_clip_pytorch_model.bin" in offline.stderr
+    assert "DSMM_TEXT_ENCODER=untrained" in offline.stderr and "would train" in offline.stdout
+    wrong = run_cmd(command, {**env, "DSMM_CLIP_PRETRAINED": str(tmp_path / "absent.bin")})
+    assert f"DSMM_CLIP_PRETRAINED={tmp_path / 'absent.bin'} is neither a file" in wrong.stderr
+    (tmp_path / "clip.bin").write_bytes(b"weights")
+    for chosen in ({"DSMM_CLIP_PRETRAINED": str(tmp_path / "clip.bin")}, {"DSMM_TEXT_ENCODER": "untrained"}):
+        assert "WARNING" not in run_cmd(command, {**env, **chosen}).stderr, chosen
+    # a trainer without text prompts needs no weights
+    baseline = run_cmd([*command, "-tr", "DSMMBaselineTrainer"], env)
+    assert "WARNING" not in baseline.stderr

@@ -60,7 +60,7 @@ def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tm
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     assert summary["seeds"] == ["seed_0", "seed_1"]
-    assert summary["models"] == ["DSMMBaselineTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTrainer"]
+    assert summary["models"] == ["DSMMBaselineTrainer", "DSMMBaselineEpochMatchedTrainer", "DSMMTrainer"]
     assert summary["regions"] == ["oedema", "necrosis", "enhancing tumor"]
     assert " ± " in (out / "evaluation" / "summary.md").read_text()
     for seed, root in enumerate(("nnUNet_results", "nnUNet_results_seed1")):
@@ -69,7 +69,7 @@ def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tm
                   for m in models.iterdir()}
         # smoke budget: stage 1 2 epochs, stage 2 1, stage 3 2; the matched baseline gets stages 2 + 3
         assert epochs == {"DSMMBaselineTrainer": 2, "DSMMTeacherTrainer": 2, "DSMMPretrainTrainer": 1,
-                          "DSMMTrainer": 2, "DSMMBaselineComputeMatchedTrainer": 3}
+                          "DSMMTrainer": 2, "DSMMBaselineEpochMatchedTrainer": 3}
         log = next((models / "DSMMTrainer__DSMMPlans__3d_demo" / "fold_0").glob("training_log_*.txt")).read_text()
         assert f"DSMM_SEED={seed}" in log and "L_task = Dice + CE/BCE (task_loss='dice_ce', plain labels)" in log
     report = json.loads((out / "demo_report.json").read_text())

@@ -244,7 +244,7 @@ def test_later_stages_say_which_checkpoint_of_each_earlier_stage_they_loaded(sta
                                      "DSMMFinetuneMaskRecTrainer", "DSMMTrainerNoPGMA", "DSMMTrainerFrozenRecovery",
                                      "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
                                      "DSMMTrainerDetachedKD", "DSMMTrainerDiceOnly",
-                                     "DSMMTrainerLowMemory", "DSMMBaselineComputeMatchedTrainer"])
+                                     "DSMMTrainerLowMemory", "DSMMBaselineEpochMatchedTrainer"])
 def test_ablation_and_variant_trainers_train_with_the_stock_command(planned, staged, trainer):
     from nnunet_dsmm.discovery import find_registered_class
 
@@ -383,7 +383,7 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
                       "DSMMFinetuneMaskRecTrainer": 2, "DSMMFinetuneDATrainer": 2, "DSMMTrainerNoCTD": 2,
                       "DSMMTrainer": 2, "DSMMTrainerAvailableKD": 2, "DSMMTrainerFrozenRecovery": 2,
                       "DSMMTrainerNoPGMA": 2, "DSMMTrainerBinaryCode": 2, "DSMMTrainerUnconditionedHeads": 2,
-                      "DSMMBaselineComputeMatchedTrainer": 3}
+                      "DSMMBaselineEpochMatchedTrainer": 3}
     mask_rec_log = next((models / "DSMMFinetuneMaskRecTrainer__DSMMPlans__3d_fullres" / "fold_0").glob(
         "training_log_*.txt")).read_text()
     assert "DSMMPretrainNoDATrainer" in mask_rec_log and "loaded from" in mask_rec_log
@@ -417,7 +417,7 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
     two_folds[two_folds.index("-f") + 1:two_folds.index("-f") + 2] = ["0", "1"]
     run_cmd(two_folds, env, timeout=1800)
     assert all((m / "fold_1" / "checkpoint_final.pth").is_file() == (m.name.split("__")[0] in {
-        "DSMMBaselineTrainer", "DSMMBaselineComputeMatchedTrainer", "DSMMTeacherTrainer", "DSMMPretrainTrainer",
+        "DSMMBaselineTrainer", "DSMMBaselineEpochMatchedTrainer", "DSMMTeacherTrainer", "DSMMPretrainTrainer",
         "DSMMFinetuneDATrainer", "DSMMTrainerAvailableKD", "DSMMTrainerFrozenRecovery", "DSMMTrainerNoPGMA",
         "DSMMTrainer"}) for m in models.iterdir())
     document = (out / "ablation.md").read_text()

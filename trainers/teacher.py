@@ -21,12 +21,12 @@ class DSMMBaselineTrainer(DSMMTrainerBase):
     loss_terms = {"seg": "nnU-Net's Dice + CE/BCE of the network on the modality-dropped data"}
 
 
-class DSMMBaselineComputeMatchedTrainer(DSMMBaselineTrainer):
-    """The baseline trained as long as stages 2 and 3 together (``Stage.COMPUTE_MATCHED``; with
+class DSMMBaselineEpochMatchedTrainer(DSMMBaselineTrainer):
+    """The baseline trained as long as stages 2 and 3 together (``Stage.EPOCH_MATCHED``; with
     ``DSMM_NUM_EPOCHS``, give it the sum of the two stages' epochs): DSMMTrainer starts from stage 2's
     weights and trains on, so a fair baseline gets the same number of epochs."""
 
-    stage = Stage.COMPUTE_MATCHED
+    stage = Stage.EPOCH_MATCHED
 
 
 class DSMMTeacherTrainer(DSMMBaselineTrainer):
