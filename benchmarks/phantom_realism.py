@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(os.path.join(raw, "dataset.json")):
         say("synthesising the phantom ...")
         run_logged(["nnunet_dsmm", "synth", "-o", raw, "--num-train", str(NUM_TRAIN), "--num-test", str(NUM_TEST),
-                    "--shape", *[str(SHAPE)] * 3, "--fm-ratio", str(args.fm_ratio), "--seed", str(args.data_seed),
+                    "--shape", *[str(SHAPE)] * 3, "--fm-ratio", str(args.fm_ratio), "--data-seed", str(args.data_seed),
                     "--name", "PhantomRealism"], env, os.path.join(logs, "synth.log"))
     if not os.path.isfile(plans):
         say("planning and preprocessing ...")

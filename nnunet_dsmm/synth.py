@@ -46,13 +46,13 @@ TISSUE_INTENSITY = {
     "grey": (0.55, 0.55, 0.56, 0.60),
     "csf": (0.08, 0.18, 0.18, 1.00),
     # solid tumour: enhancing and non-enhancing tumour look alike except in T1ce
-    "non-enhancing": (0.70, 0.42, 0.44, 0.66),
-    "enhancing": (0.70, 0.42, 1.60, 0.66),
+    "non-enhancing": (0.82, 0.56, 0.58, 0.70),
+    "enhancing": (0.82, 0.56, 1.60, 0.70),
     "necrosis": (0.56, 0.30, 0.31, 0.82),
 }
 T1CE = 2
 #: what oedema (vasogenic water) adds to the tissue it lies in: brighter FLAIR and T2, darker T1
-OEDEMA_SHIFT = (0.60, -0.16, -0.16, 0.45)
+OEDEMA_SHIFT = (0.60, -0.20, -0.20, 0.45)
 
 
 class SynthError(DSMMError, ValueError):
@@ -179,11 +179,11 @@ def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.nd
     axes = rng.uniform(0.8, 1.25, 3)
     distance = np.sqrt(sum((grid[i] / axes[i]) ** 2 for i in range(3)))
     lumpy = distance / (1 + 0.22 * _smooth_field(rng, shape, 6))
-    core_radius = rng.uniform(0.09, 0.14) * side
+    core_radius = rng.uniform(0.11, 0.16) * side
     core = (lumpy < core_radius) & brain
     # enhancing rim: irregular thickness, and gaps where the core does not enhance
-    thickness = core_radius * rng.uniform(0.18, 0.32) * np.clip(1 + 0.6 * _smooth_field(rng, shape, 7), 0.2, None)
-    gaps = _smooth_field(rng, shape, 6) < rng.uniform(-1.0, 0.4)
+    thickness = core_radius * rng.uniform(0.25, 0.4) * np.clip(1 + 0.6 * _smooth_field(rng, shape, 7), 0.2, None)
+    gaps = _smooth_field(rng, shape, 6) < rng.uniform(-1.2, 0.0)
     enhancing = core & (lumpy > core_radius - thickness) & ~gaps
     necrosis = np.zeros(shape, dtype=bool)
     if rng.uniform() < 0.75:

@@ -20,7 +20,7 @@ def test_every_subcommand_has_help():
 def test_synth_writes_a_brats_like_region_dataset(tmp_path):
     out = tmp_path / "Dataset950_Synth"
     run_cmd(["nnunet_dsmm", "synth", "-o", str(out), "--num-train", "10", "--num-test", "2", "--shape", "24", "24",
-             "24", "--fm-ratio", "0.3", "--seed", "3"], dict(os.environ))
+             "24", "--fm-ratio", "0.3", "--data-seed", "3"], dict(os.environ))
     dataset_json = json.loads((out / "dataset.json").read_text())
     assert list(dataset_json["channel_names"].values()) == ["FLAIR", "T1", "T1ce", "T2"]
     assert dataset_json["labels"]["whole tumor"] == [1, 2, 3] and dataset_json["regions_class_order"] == [1, 2, 3]
@@ -37,7 +37,7 @@ def test_synth_writes_a_brats_like_region_dataset(tmp_path):
 def test_synth_plain_labels_are_mutually_exclusive_classes_with_the_same_voxels(tmp_path):
     for kind in ("regions", "plain"):
         run_cmd(["nnunet_dsmm", "synth", "-o", str(tmp_path / kind), "--num-train", "2", "--num-test", "0", "--shape",
-                 "24", "24", "24", "--seed", "5", "--labels", kind], dict(os.environ))
+                 "24", "24", "24", "--data-seed", "5", "--labels", kind], dict(os.environ))
     plain = json.loads((tmp_path / "plain" / "dataset.json").read_text())
     assert "regions_class_order" not in plain
     assert plain["labels"] == {"background": 0, "oedema": 1, "necrosis": 2, "enhancing tumor": 3}
