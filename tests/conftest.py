@@ -18,8 +18,8 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunet_dsmm.benchmark.plans import SYNTHETIC_CONFIGURATION, synthetic_plans
 from nnunet_dsmm.benchmark.runner import preprocessed_placeholder, random_stage_checkpoints, trainer_class
 from nnunet_dsmm.benchmark.runtime import temporary_environment
-from nnunet_dsmm.brats import brats_dataset_json
-from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
+from nnunet_dsmm.data.brats import brats_dataset_json
+from nnunet_dsmm.data.synth import SynthConfig, write_synthetic_dataset
 
 BIN = Path(sys.executable).parent
 #: a schedule that trains every stage for one epoch of two iterations (learns nothing; for the command paths)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnunet_dsmm.benchmark.memory import PeakMemory
-from nnunet_dsmm.cli import main
+from nnunet_dsmm.cli.main import main
 from tests.conftest import nnunet_env, run_cmd
 
 #: the CPU peak needs a resettable peak resident set (Linux /proc/self/clear_refs)

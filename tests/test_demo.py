@@ -10,9 +10,9 @@ import pytest
 import SimpleITK as sitk
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_dsmm.brats import brats_dataset_json
-from nnunet_dsmm.demo import CONFIGURATION, add_demo_configuration
-from nnunet_dsmm.reporting import draw_overlays
+from nnunet_dsmm.data.brats import brats_dataset_json
+from nnunet_dsmm.evaluation.reporting import draw_overlays
+from nnunet_dsmm.experiments.demo import CONFIGURATION, add_demo_configuration
 from tests.conftest import run_cmd, run_until
 
 

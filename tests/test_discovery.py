@@ -13,7 +13,7 @@ import sysconfig
 import tempfile
 from importlib.metadata import distributions
 
-from nnunet_dsmm.discovery import ENTRY_POINT_GROUP
+from nnunet_dsmm.nnunet.discovery import ENTRY_POINT_GROUP
 
 #: nnU-Net's base class of each kind of class it looks up by name, and the folder it searches for it
 NNUNET_KINDS = (("nnunetv2.training.nnUNetTrainer.nnUNetTrainer", "nnUNetTrainer", "training/nnUNetTrainer"),

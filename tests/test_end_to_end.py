@@ -63,8 +63,8 @@ def test_every_stage_oversamples_foreground_on_the_real_data_loader(planned, tra
     """nnU-Net forces round(B * 0.33) samples of a batch to hold foreground: none at DSMMTrainer's
     batch size 1, so that stage draws the forced share per sample instead; stage 2 keeps nnU-Net's rule."""
     from nnunet_dsmm.benchmark.runtime import temporary_environment
-    from nnunet_dsmm.discovery import find_registered_class
-    from nnunet_dsmm.nnunet_internals import set_batch_size_and_oversample
+    from nnunet_dsmm.nnunet.discovery import find_registered_class
+    from nnunet_dsmm.nnunet.nnunet_internals import set_batch_size_and_oversample
 
     root, _, _, env = planned
     pre = root / "preprocessed" / f"Dataset{DATASET_ID}_Synth"
@@ -246,7 +246,7 @@ def test_later_stages_say_which_checkpoint_of_each_earlier_stage_they_loaded(sta
                                      "DSMMTrainerDetachedKD", "DSMMTrainerDiceOnly",
                                      "DSMMTrainerLowMemory", "DSMMBaselineComputeMatchedTrainer"])
 def test_ablation_and_variant_trainers_train_with_the_stock_command(planned, staged, trainer):
-    from nnunet_dsmm.discovery import find_registered_class
+    from nnunet_dsmm.nnunet.discovery import find_registered_class
 
     _, _, _, env = planned
     short = {**env, "DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2"}
@@ -291,8 +291,8 @@ def test_evaluate_every_combination_and_resume(planned, staged, dsmm_trained, tm
 def test_batched_combinations_predict_what_nnunet_predicts_one_at_a_time(planned, dsmm_trained):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from nnunet_dsmm.modalities import all_combinations
-    from nnunet_dsmm.prediction import predict_logits_of_combinations
+    from nnunet_dsmm.evaluation.prediction import predict_logits_of_combinations
+    from nnunet_dsmm.model.modalities import all_combinations
 
     _, folder, manifest, _ = planned
     predictor = nnUNetPredictor(perform_everything_on_device=False, device=torch.device("cpu"), use_mirroring=True,

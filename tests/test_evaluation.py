@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from nnunet_dsmm import results
-from nnunet_dsmm.metrics import EmptyMaskConvention, dice_and_hd95, region_masks
-from nnunet_dsmm.modalities import all_combinations, combination_name
-from nnunet_dsmm.reporting import table1_markdown
-from nnunet_dsmm.results import CaseScore, summarise
+from nnunet_dsmm.evaluation import results
+from nnunet_dsmm.evaluation.metrics import EmptyMaskConvention, dice_and_hd95, region_masks
+from nnunet_dsmm.evaluation.reporting import table1_markdown
+from nnunet_dsmm.evaluation.results import CaseScore, summarise
+from nnunet_dsmm.model.modalities import all_combinations, combination_name
 
 BRATS_JSON = {"channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"},
               "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]},

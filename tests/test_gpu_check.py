@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from nnunet_dsmm.cli import build_parser
+from nnunet_dsmm.cli.parser import build_parser
 from tests.conftest import BIN
 
 ROOT = Path(__file__).resolve().parents[1]

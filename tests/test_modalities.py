@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_dsmm.masking import apply_channel_mask, modality_dropout
-from nnunet_dsmm.modalities import (
+from nnunet_dsmm.model.masking import apply_channel_mask, modality_dropout
+from nnunet_dsmm.model.modalities import (
     all_combinations,
     channel_names,
     code_from_index,

@@ -1,4 +1,4 @@
-"""The private nnU-Net names the package relies on (``nnunet_dsmm.nnunet_internals.GUARDED``) exist in
+"""The private nnU-Net names the package relies on (``nnunet_dsmm.nnunet.nnunet_internals.GUARDED``) exist in
 the installed nnU-Net, and no module outside ``nnunet_internals`` uses or overrides another one."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_dsmm import nnunet_internals
-from nnunet_dsmm.nnunet_internals import GUARDED, PrivateName
+from nnunet_dsmm.nnunet import nnunet_internals
+from nnunet_dsmm.nnunet.nnunet_internals import GUARDED, PrivateName
 from tests.conftest import build_trainer
 
 GUARDED_PATHS = {name.path for name in GUARDED}
@@ -58,7 +58,7 @@ def test_every_guarded_private_name_exists_in_the_installed_nnunet(name: Private
         assert isinstance(root, owner)
     missing = first_missing(root, name.path)
     assert missing is None, (f"the installed nnU-Net's {name.owner} has no {missing!r} (of {name.path}), which "
-                             f"nnunet-dsmm relies on: {name.use}; adapt nnunet_dsmm/nnunet_internals.py")
+                             f"nnunet-dsmm relies on: {name.use}; adapt nnunet_dsmm/nnunet/nnunet_internals.py")
 
 
 def test_a_missing_name_is_named():
@@ -112,4 +112,4 @@ def test_private_nnunet_names_are_used_in_nnunet_internals_only():
                 # an override calling nnU-Net's own hook is fine when the hook is guarded
                 if match.group(2) in private and not (match.group(1) and match.group(2) in GUARDED_PATHS):
                     found.append(f"{path.name}:{number}: {match.group(2)}")
-    assert not found, f"private nnU-Net names used outside nnunet_dsmm/nnunet_internals.py: {found}"
+    assert not found, f"private nnU-Net names used outside nnunet_dsmm/nnunet/nnunet_internals.py: {found}"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_dsmm.brats import BRATS_PLAIN_LABELS
-from nnunet_dsmm.evaluation import EmptyMaskConvention, score_predictions
-from nnunet_dsmm.postprocessing import PostProcessingError, enhancing_tumour_region, remove_small_et
+from nnunet_dsmm.data.brats import BRATS_PLAIN_LABELS
+from nnunet_dsmm.evaluation.evaluate import EmptyMaskConvention, score_predictions
+from nnunet_dsmm.evaluation.postprocessing import PostProcessingError, enhancing_tumour_region, remove_small_et
 from tests.test_evaluation import BRATS_JSON
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from nnunet_dsmm.losses import reconstruction_loss_eq1
-from nnunet_dsmm.masking import mask_input, spatial_patch_mask
+from nnunet_dsmm.model.losses import reconstruction_loss_eq1
+from nnunet_dsmm.model.masking import mask_input, spatial_patch_mask
 
 
 def test_eq1_ignores_missing_channels():

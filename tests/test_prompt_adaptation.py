@@ -10,11 +10,11 @@ import torch
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-from nnunet_dsmm.hypernetwork import HyperPredictionHeads
-from nnunet_dsmm.losses import distillation_loss_eq4, feature_distances
-from nnunet_dsmm.masking import apply_channel_mask
-from nnunet_dsmm.modalities import all_combinations, prompt
-from nnunet_dsmm.network import (
+from nnunet_dsmm.model.hypernetwork import HyperPredictionHeads
+from nnunet_dsmm.model.losses import distillation_loss_eq4, feature_distances
+from nnunet_dsmm.model.masking import apply_channel_mask
+from nnunet_dsmm.model.modalities import all_combinations, prompt
+from nnunet_dsmm.model.network import (
     DSMMNetwork,
     PromptAdaptiveUNet,
     TeacherOutputs,
@@ -22,7 +22,7 @@ from nnunet_dsmm.network import (
     freeze_unused_heads,
     unet_features,
 )
-from nnunet_dsmm.text_encoder import TextEncoderError, embed_prompts
+from nnunet_dsmm.model.text_encoder import TextEncoderError, embed_prompts
 from nnunet_dsmm.trainers.base import StepBatch
 from nnunet_dsmm.trainers.dsmm import DSMMTrainer
 from tests.conftest import small_unet

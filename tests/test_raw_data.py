@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-from nnunet_dsmm.raw_data import RawDataError, case_from_files, read_case, training_cases
+from nnunet_dsmm.data.raw_data import RawDataError, case_from_files, read_case, training_cases
 from tests.conftest import make_dataset
 
 DATASET_JSON = {"channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}, "file_ending": ".nii.gz"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nnunet_dsmm.sliding_window import sliding_window
+from nnunet_dsmm.evaluation.sliding_window import sliding_window
 
 
 def test_blending_a_tile_function_that_returns_its_input_gives_the_volume_back():

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from nnunet_dsmm.benchmark.batches import batch_for
-from nnunet_dsmm.nnunet_internals import deep_supervision_scales
-from nnunet_dsmm.synth import synth_case
+from nnunet_dsmm.data.synth import synth_case
+from nnunet_dsmm.nnunet.nnunet_internals import deep_supervision_scales
 from tests.conftest import build_trainer
 
 PATCH = 16

@@ -163,7 +163,7 @@ STAGE1_ROWS = {"DSMMTeacherTrainerBatch1"}
 
 
 def test_every_row_of_every_ablation_table_is_checked_here():
-    from nnunet_dsmm.ablation import BASELINES, TABLES
+    from nnunet_dsmm.experiments.ablation import BASELINES, TABLES
 
     rows = {row.trainer for table in TABLES.values() for row in table.rows}
     assert rows - {row.trainer for row in BASELINES} <= set(ABLATION_ROWS) | STAGE1_ROWS
@@ -181,7 +181,7 @@ def test_the_batch_size_rows_swap_stage_1_and_stage_3_batch_sizes(name, batch_si
 
 @pytest.mark.parametrize("name", list(ABLATION_ROWS))
 def test_each_ablation_row_builds_its_network_and_chains_to_its_earlier_stages(name, tmp_path):
-    from nnunet_dsmm.network import PromptAdaptiveUNet
+    from nnunet_dsmm.model.network import PromptAdaptiveUNet
     from nnunet_dsmm.trainers.stages import PRETRAINED
 
     prompts, ctd, pretrain = ABLATION_ROWS[name]
@@ -220,7 +220,7 @@ def record_codes(network) -> list:
 
 
 def test_the_stage_1_teacher_adapts_to_the_prompt_of_the_code_after_modality_dropout(tmp_path):
-    from nnunet_dsmm.network import PromptAdaptiveUNet
+    from nnunet_dsmm.model.network import PromptAdaptiveUNet
 
     trainer = build_trainer("DSMMTeacherTrainer", tmp_path)
     assert isinstance(trainer.network, PromptAdaptiveUNet) and trainer.network.prompt_source == "text"
@@ -261,7 +261,7 @@ def test_every_kd_level_is_its_own_logged_term_and_eq4_is_their_sum(name, levels
 
 
 def test_the_pgma_teacher_variant_distils_from_the_student_of_a_plus_pgma_model(tmp_path):
-    from nnunet_dsmm.network import PromptAdaptiveUNet
+    from nnunet_dsmm.model.network import PromptAdaptiveUNet
     from nnunet_dsmm.trainers.dsmm import DSMMTrainerNoCTD
 
     trainer = build_trainer("DSMMTrainerPGMATeacher", tmp_path)
@@ -292,7 +292,7 @@ def test_the_student_starts_from_phi_and_m_rec_is_phi(name, tmp_path):
 
 
 def test_the_adapted_kd_variant_starts_at_eq4_trains_its_adaptors_and_predicts_without_them(tmp_path):
-    from nnunet_dsmm.losses import feature_distances
+    from nnunet_dsmm.model.losses import feature_distances
 
     trainer = build_trainer("DSMMTrainerAdaptedKD", tmp_path)
     net = trainer.network_module
@@ -320,7 +320,7 @@ def test_the_adapted_kd_variant_starts_at_eq4_trains_its_adaptors_and_predicts_w
 def test_self_distillation_distils_from_the_students_own_features_of_the_completed_input(tmp_path):
     """DSMMTrainerSelfKD: Eq. 4's targets are the student's features of x̂_full under the all-modalities
     prompt, taken without gradient, so L_KD moves the student and never M_rec."""
-    from nnunet_dsmm.losses import feature_distances
+    from nnunet_dsmm.model.losses import feature_distances
 
     trainer = build_trainer("DSMMTrainerSelfKD", tmp_path)
     student = trainer.network_module.student

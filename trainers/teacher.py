@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from nnunet_dsmm.network import build_segmentation_network
-from nnunet_dsmm.schedules import Stage
-from nnunet_dsmm.text_encoder import embedding_dim
+from nnunet_dsmm.experiments.schedules import Stage
+from nnunet_dsmm.model.network import build_segmentation_network
+from nnunet_dsmm.model.text_encoder import embedding_dim
 from nnunet_dsmm.trainers.base import DSMMTrainerBase
 
 

@@ -1,7 +1,7 @@
 """The ``nnunet_dsmm`` command line: ``train``, ``status``, ``check``, ``synth``, ``convert-brats``,
 ``evaluate``, ``recover``, ``demo``, ``ablate`` and ``benchmark``. The parser is in
-:mod:`nnunet_dsmm.cli_parser`, the commands in :mod:`nnunet_dsmm.cli_commands` and
-:mod:`nnunet_dsmm.cli_training`."""
+:mod:`nnunet_dsmm.cli.parser`, the commands in :mod:`nnunet_dsmm.cli.commands` and
+:mod:`nnunet_dsmm.cli.training`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import shlex
 import sys
 import traceback
 
-from nnunet_dsmm.cli_commands import UsageError
-from nnunet_dsmm.cli_parser import build_parser
+from nnunet_dsmm.cli.commands import UsageError
+from nnunet_dsmm.cli.parser import build_parser
 from nnunet_dsmm.errors import DSMMError
 
 __all__ = ["UsageError", "build_parser", "main"]

@@ -9,8 +9,8 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from nnunet_dsmm.hypernetwork import HyperPredictionHeads
-from nnunet_dsmm.modalities import code_index
+from nnunet_dsmm.model.hypernetwork import HyperPredictionHeads
+from nnunet_dsmm.model.modalities import code_index
 
 
 def detect_modality_code(x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""Run a plan (``nnunet_dsmm.plan``): here, several trainings at a time (one per device with ``--devices``,
-or ``--jobs N`` on the CPU), each after the trainings it builds on; or on SLURM (``nnunet_dsmm.slurm``).
+"""Run a plan (``nnunet_dsmm.experiments.plan``): here, several trainings at a time (one per device with ``--devices``,
+or ``--jobs N`` on the CPU), each after the trainings it builds on; or on SLURM (``nnunet_dsmm.experiments.slurm``).
 
 A failing training stops the trainings that build on it, not the others; the summary names its log."""
 
@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from nnunet_dsmm.experiment import DONE, ExperimentError, Training, describe, results_root, run_logged, say
-from nnunet_dsmm.plan import Job, Plan, build_plan, describe_cost, describe_plan, seed_log
-from nnunet_dsmm.schedules import CPU_THREADS_VARIABLE
+from nnunet_dsmm.experiments.experiment import DONE, ExperimentError, Training, describe, results_root, run_logged, say
+from nnunet_dsmm.experiments.plan import Job, Plan, build_plan, describe_cost, describe_plan, seed_log
+from nnunet_dsmm.experiments.schedules import CPU_THREADS_VARIABLE
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def run_plan(plan: Plan, options: ExecutorOptions, device: str, slurm_folder: st
     submitted to SLURM with the record in ``slurm_folder`` (``final``: a ``slurm.FinalJob`` that runs
     after every training; returns None: the trainings run later)."""
     if options.executor == "slurm":
-        from nnunet_dsmm.slurm import submit_plan
+        from nnunet_dsmm.experiments.slurm import submit_plan
 
         submit_plan(plan, options, options.device(device), slurm_folder, final, report)
         return None
@@ -157,7 +157,7 @@ def run_plan(plan: Plan, options: ExecutorOptions, device: str, slurm_folder: st
 def dry_run(plan: Plan, options: ExecutorOptions, device: str, slurm_folder: str) -> list[str]:
     """The ``--dry-run`` lines: every training, where it would run, and the estimated device time."""
     if options.executor == "slurm":
-        from nnunet_dsmm.slurm import recorded_states
+        from nnunet_dsmm.experiments.slurm import recorded_states
 
         states = recorded_states(slurm_folder)
 

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from nnunet_dsmm.modalities import simulate_missing
-from nnunet_dsmm.raw_data import RawDataError, write_raw_dataset
+from nnunet_dsmm.data.raw_data import RawDataError, write_raw_dataset
+from nnunet_dsmm.model.modalities import simulate_missing
 
 BRATS_CHANNELS = ("FLAIR", "T1", "T1ce", "T2")
 BRATS_SUFFIXES = ("flair", "t1", "t1ce", "t2")  # file suffixes, same order as BRATS_CHANNELS

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from nnunet_dsmm.metrics import EmptyMaskConvention
-from nnunet_dsmm.modalities import all_combinations, channel_names
-from nnunet_dsmm.prediction import code_string
+from nnunet_dsmm.evaluation.metrics import EmptyMaskConvention
+from nnunet_dsmm.evaluation.prediction import code_string
+from nnunet_dsmm.model.modalities import all_combinations, channel_names
 
 RESULTS_CSV, SUMMARY_JSON = "results.csv", "summary.json"
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from nnunet_dsmm.data.raw_data import RawCase, available_channels, list_cases
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.locations import as_folds
-from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
-from nnunet_dsmm.nnunet_internals import mirrored_prediction
-from nnunet_dsmm.raw_data import RawCase, available_channels, list_cases
+from nnunet_dsmm.model.modalities import all_combinations, channel_names, combination_name
+from nnunet_dsmm.nnunet.locations import as_folds
+from nnunet_dsmm.nnunet.nnunet_internals import mirrored_prediction
 
 if TYPE_CHECKING:
     import torch
@@ -93,7 +93,7 @@ def predict_logits_of_combinations(predictor: nnUNetPredictor, volumes: torch.Te
     import torch
     from nnunetv2.utilities.helpers import dummy_context
 
-    from nnunet_dsmm.sliding_window import sliding_window
+    from nnunet_dsmm.evaluation.sliding_window import sliding_window
 
     config = predictor.configuration_manager
     if len(config.patch_size) != volumes.ndim - 2 or len(predictor.list_of_parameters) != 1 \

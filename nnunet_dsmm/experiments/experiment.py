@@ -5,8 +5,8 @@ Every training runs as a subprocess with its full log kept; a training whose ``c
 exists under the same schedule is skipped, and an interrupted one (a ``checkpoint_latest.pth`` or
 ``checkpoint_best.pth`` but no final checkpoint, same schedule) is continued with nnU-Net's ``--c``, so
 an interrupted experiment resumes where it stopped (``nnunet_dsmm train``, ``demo``, ``ablate``). The
-trainings of an experiment form a plan (``nnunet_dsmm.plan``) that an executor runs
-(``nnunet_dsmm.executors``).
+trainings of an experiment form a plan (``nnunet_dsmm.experiments.plan``) that an executor runs
+(``nnunet_dsmm.experiments.executors``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.schedules import SCHEDULE_FILE, SCHEDULE_VARIABLES, SCHEDULES, Schedule
+from nnunet_dsmm.experiments.schedules import SCHEDULE_FILE, SCHEDULE_VARIABLES, SCHEDULES, Schedule
 
 #: progress lines of nnU-Net's training log that are shown while a training runs
 PROGRESS_MARKERS = ("Epoch ", "Pseudo dice", "Mean Validation")
@@ -42,7 +42,7 @@ class Training:
 def trainings_for(trainers: Sequence[str], schedule: Schedule | None) -> list[Training]:
     """``trainers`` and every earlier stage they build on, each once, earlier stages first, with their
     epochs under ``schedule`` (None: each trainer's own schedule)."""
-    from nnunet_dsmm.discovery import find_registered_class, suggestion
+    from nnunet_dsmm.nnunet.discovery import find_registered_class, suggestion
 
     ordered: dict[str, Training] = {}
 
@@ -123,7 +123,7 @@ def recorded_schedule(fold_folder: str) -> dict | None:
 def expected_schedule(training: Training, env: Mapping[str, str]) -> dict[str, int]:
     """The entries of ``dsmm_schedule.json`` that a run of ``training`` under ``env`` records and that are
     known without building the trainer: its epochs and every ``DSMM_NUM_*`` variable that is set."""
-    from nnunet_dsmm.discovery import find_registered_class
+    from nnunet_dsmm.nnunet.discovery import find_registered_class
 
     expected = {name: int(env[variable]) for name, variable in SCHEDULE_VARIABLES.items()
                 if env.get(variable, "").isdigit()}

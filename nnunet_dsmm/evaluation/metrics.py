@@ -2,7 +2,7 @@
 
 Dice and HD95 come from MONAI (maintained, spacing-aware, used across medical imaging); empty masks
 follow an explicit, configurable convention (BraTS's by default). ET post-processing of the
-missing-modality literature (off by default): see ``nnunet_dsmm.postprocessing``.
+missing-modality literature (off by default): see ``nnunet_dsmm.evaluation.postprocessing``.
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nnunet_dsmm.data.raw_data import RawDataError, list_cases
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.locations import as_folds
-from nnunet_dsmm.modalities import channel_names
-from nnunet_dsmm.prediction import load_predictor, preprocess
-from nnunet_dsmm.raw_data import RawDataError, list_cases
-from nnunet_dsmm.reporting import recovery_preview
+from nnunet_dsmm.evaluation.prediction import load_predictor, preprocess
+from nnunet_dsmm.evaluation.reporting import recovery_preview
+from nnunet_dsmm.model.modalities import channel_names
+from nnunet_dsmm.nnunet.locations import as_folds
 
 
 class RecoveryError(DSMMError, RuntimeError):
@@ -46,7 +46,7 @@ def complete_case(network, data: np.ndarray, available: np.ndarray, patch_size: 
     for the others, by sliding window with Gaussian blending in tiles of the plan's patch size."""
     import torch
 
-    from nnunet_dsmm.sliding_window import sliding_window
+    from nnunet_dsmm.evaluation.sliding_window import sliding_window
 
     mask = torch.from_numpy(np.asarray(available, dtype=bool))[None].to(device)
     completed = sliding_window(torch.from_numpy(np.asarray(data, dtype=np.float32))[None], patch_size,

@@ -1,7 +1,7 @@
 """The trainings of an experiment as one dependency graph: every training (trainer, epochs) per seed and
 fold, what to do with it (done, continue, start; ``experiment.plan_step``) and the trainings of the same
 seed and fold it builds on (its trainer's ``earlier_stages()``). ``train``, ``ablate`` and ``demo`` build
-one with ``build_plan`` and hand it to an executor (``nnunet_dsmm.executors``); ``--dry-run`` lists it
+one with ``build_plan`` and hand it to an executor (``nnunet_dsmm.experiments.executors``); ``--dry-run`` lists it
 with ``describe_plan`` and estimates its cost with ``estimate_seconds``."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from nnunet_dsmm.experiment import (
+from nnunet_dsmm.experiments.experiment import (
     CONTINUE,
     DONE,
     START,
@@ -92,7 +92,7 @@ def build_plan(trainings: Sequence[Training], dataset: str, configuration: str, 
                log_for: Callable[[Training, int | None, int | str, str], str]) -> Plan:
     """Every training of ``trainings`` (earlier stages first, ``experiment.trainings_for``) for each fold
     of ``folds`` and each seed of ``roots`` (seed -> its ``nnUNet_results``; None: no ``DSMM_SEED``)."""
-    from nnunet_dsmm.discovery import find_registered_class
+    from nnunet_dsmm.nnunet.discovery import find_registered_class
 
     names = {t.trainer for t in trainings}
     jobs = []

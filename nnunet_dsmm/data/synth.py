@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from nnunet_dsmm.brats import BRATS_CHANNELS, brats_dataset_json
-from nnunet_dsmm.modalities import simulate_missing
-from nnunet_dsmm.raw_data import write_raw_dataset
+from nnunet_dsmm.data.brats import BRATS_CHANNELS, brats_dataset_json
+from nnunet_dsmm.data.raw_data import write_raw_dataset
+from nnunet_dsmm.model.modalities import simulate_missing
 
 # Mean intensity per tissue and channel (FLAIR, T1, T1ce, T2).
 TISSUE_INTENSITY = {

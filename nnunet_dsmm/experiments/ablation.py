@@ -3,11 +3,10 @@
 Every row is a registered trainer (its docstring cites the row). The rows of the chosen tables, the
 earlier stages they build on and two baselines (nnU-Net + modality dropout, and the same trained as
 long as stages 2 + 3) are trained with the stock ``nnUNetv2_train`` once per seed and fold (one plan,
-``nnunet_dsmm.plan``, run here or on SLURM by ``nnunet_dsmm.executors``; finished trainings are kept),
-evaluated on every channel combination
-(``evaluation.evaluate``) and written in the paper's layouts: per row the DSC of each region averaged
-over the combinations (mean ± std over seeds) and the paired Wilcoxon over cases against the row
-before it.
+``plan``, run here or on SLURM by ``executors``; finished trainings are kept), evaluated on every
+channel combination (``nnunet_dsmm.evaluation.evaluate``) and written in the paper's layouts: per row
+the DSC of each region averaged over the combinations (mean ± std over seeds) and the paired Wilcoxon
+over cases against the row before it.
 """
 
 from __future__ import annotations
@@ -18,14 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.evaluation import seed_label
-from nnunet_dsmm.executors import ExecutorOptions, run_plan
-from nnunet_dsmm.executors import dry_run as dry_run_lines
-from nnunet_dsmm.experiment import results_root, say, trainings_for
-from nnunet_dsmm.plan import build_plan, seed_log
-from nnunet_dsmm.reporting import ablation_markdown, figure5, per_fold_markdown
-from nnunet_dsmm.results import EvaluationResult
-from nnunet_dsmm.schedules import SCHEDULES
+from nnunet_dsmm.evaluation.evaluate import seed_label
+from nnunet_dsmm.evaluation.reporting import ablation_markdown, figure5, per_fold_markdown
+from nnunet_dsmm.evaluation.results import EvaluationResult
+from nnunet_dsmm.experiments.executors import ExecutorOptions, run_plan
+from nnunet_dsmm.experiments.executors import dry_run as dry_run_lines
+from nnunet_dsmm.experiments.experiment import results_root, say, trainings_for
+from nnunet_dsmm.experiments.plan import build_plan, seed_log
+from nnunet_dsmm.experiments.schedules import SCHEDULES
 
 
 class AblationError(DSMMError, ValueError):
@@ -118,7 +117,7 @@ def final_job(dataset: str, configuration: str, folds: Sequence[int | str], plan
               env: dict):
     """The SLURM job that evaluates and tabulates once every training is done: this same ``ablate`` run
     here, which keeps every finished training."""
-    from nnunet_dsmm.slurm import FinalJob
+    from nnunet_dsmm.experiments.slurm import FinalJob
 
     command = ["nnunet_dsmm", "ablate", "-d", dataset, "-c", configuration, "-p", plans,
                "-f", *map(str, folds), "--table", table_choice, "-i", os.path.abspath(images),
@@ -142,8 +141,8 @@ def run_ablation(dataset: str, configuration: str, folds: Sequence[int | str], p
     too) and tabulate (see the module docstring); returns {table name: markdown}. With ``dry_run`` only
     report what would be trained, and on SLURM (``options``) submit the trainings and the evaluation after
     them; both return {}."""
-    from nnunet_dsmm.evaluation import evaluate
-    from nnunet_dsmm.locations import dataset_name, trained_model_folder
+    from nnunet_dsmm.evaluation.evaluate import evaluate
+    from nnunet_dsmm.nnunet.locations import dataset_name, trained_model_folder
 
     if seeds < 1:
         raise AblationError(f"nnunet-dsmm: --seeds must be at least 1, got {seeds}")

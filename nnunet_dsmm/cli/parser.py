@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from importlib import metadata
 
-from nnunet_dsmm.cli_commands import (
+from nnunet_dsmm.cli.commands import (
     _cmd_ablate,
     _cmd_benchmark,
     _cmd_check,
@@ -15,10 +15,10 @@ from nnunet_dsmm.cli_commands import (
     _cmd_recover,
     _cmd_synth,
 )
-from nnunet_dsmm.cli_training import add_executor_options, add_training_commands
-from nnunet_dsmm.locations import fold_name
-from nnunet_dsmm.raw_data import MISSING_AS
-from nnunet_dsmm.schedules import SCHEDULES
+from nnunet_dsmm.cli.training import add_executor_options, add_training_commands
+from nnunet_dsmm.data.raw_data import MISSING_AS
+from nnunet_dsmm.experiments.schedules import SCHEDULES
+from nnunet_dsmm.nnunet.locations import fold_name
 
 #: nnUNetv2_train's and nnUNetv2_predict's -device choices; nnU-Net's default is cuda
 DEVICES = ("cuda", "cpu", "mps")

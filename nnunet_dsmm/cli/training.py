@@ -7,7 +7,7 @@ import argparse
 import os
 from collections.abc import Callable
 
-from nnunet_dsmm.locations import fold_name
+from nnunet_dsmm.nnunet.locations import fold_name
 
 
 def add_training_commands(command: Callable[..., argparse.ArgumentParser], add_device: Callable) -> None:
@@ -38,7 +38,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser], add_d
 
 
 def _schedule_source() -> str:
-    from nnunet_dsmm.schedules import SCHEDULE_VARIABLES
+    from nnunet_dsmm.experiments.schedules import SCHEDULE_VARIABLES
 
     chosen = [f"{v}={os.environ[v]}" for v in SCHEDULE_VARIABLES.values() if os.environ.get(v)]
     return ", ".join(chosen) + " from the environment" if chosen else "each trainer's own (the paper's)"
@@ -48,8 +48,8 @@ def _require_plans(name: str, plans: str, configuration: str, dataset: str) -> N
     """The plans and configuration that ``nnUNetv2_train`` needs exist, else say how to make them."""
     import json
 
-    from nnunet_dsmm.experiment import ExperimentError
-    from nnunet_dsmm.locations import require_folder
+    from nnunet_dsmm.experiments.experiment import ExperimentError
+    from nnunet_dsmm.nnunet.locations import require_folder
 
     path = os.path.join(require_folder("nnUNet_preprocessed"), name, f"{plans}.json")
     if not os.path.isfile(path):
@@ -65,7 +65,7 @@ def _require_plans(name: str, plans: str, configuration: str, dataset: str) -> N
 
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
     """Where the trainings run (``executors.ExecutorOptions``) and the step time of the dry run's estimate."""
-    from nnunet_dsmm.cli_parser import NON_NEGATIVE, POSITIVE, bounded  # loaded: it builds the parser
+    from nnunet_dsmm.cli.parser import NON_NEGATIVE, POSITIVE, bounded  # loaded: it builds the parser
 
     group = parser.add_argument_group("where the trainings run (docs/how-to/workstation-and-cluster.md)")
     group.add_argument("--executor", choices=("local", "slurm"), default="local",
@@ -101,8 +101,8 @@ def _device_ids(text: str) -> tuple[str, ...]:
 
 def executor_options(args: argparse.Namespace):
     """The ``executors.ExecutorOptions`` of the parsed options; a usage error when they do not go together."""
-    from nnunet_dsmm.cli_commands import UsageError
-    from nnunet_dsmm.executors import ExecutorOptions
+    from nnunet_dsmm.cli.commands import UsageError
+    from nnunet_dsmm.experiments.executors import ExecutorOptions
 
     slurm_only = {"--partition": args.partition, "--time": args.time_limit, "--gpus-per-job": args.gpus_per_job,
                   "--sbatch-option": args.sbatch_option, "--setup": args.setup}
@@ -124,10 +124,10 @@ def executor_options(args: argparse.Namespace):
 
 
 def _cmd_train(args) -> int:
-    from nnunet_dsmm.executors import dry_run, run_plan
-    from nnunet_dsmm.experiment import say, trainings_for
-    from nnunet_dsmm.locations import dataset_name, require_folder
-    from nnunet_dsmm.plan import build_plan, folder_log
+    from nnunet_dsmm.experiments.executors import dry_run, run_plan
+    from nnunet_dsmm.experiments.experiment import say, trainings_for
+    from nnunet_dsmm.experiments.plan import build_plan, folder_log
+    from nnunet_dsmm.nnunet.locations import dataset_name, require_folder
 
     options = executor_options(args)
     trainings = trainings_for([args.tr], None)
@@ -148,8 +148,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from nnunet_dsmm.locations import dataset_name, require_folder
-    from nnunet_dsmm.training_status import dataset_status, format_status
+    from nnunet_dsmm.experiments.training_status import dataset_status, format_status
+    from nnunet_dsmm.nnunet.locations import dataset_name, require_folder
 
     results = require_folder("nnUNet_results")
     name = dataset_name(args.d)

@@ -1,4 +1,4 @@
-"""Submit a plan (``nnunet_dsmm.plan``) to SLURM: one plain sbatch script per training, written into a
+"""Submit a plan (``nnunet_dsmm.experiments.plan``) to SLURM: one plain sbatch script per training, written into a
 folder of the experiment, each with ``--dependency=afterok:`` on the jobs of the stages it builds on, and
 the job ids recorded in ``slurm_jobs.json`` there. A later call shows each job's state (``squeue``, then
 ``scontrol show job``; a training's ``checkpoint_final.pth`` means done, whatever SLURM still knows) and
@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.executors import ExecutorOptions
-from nnunet_dsmm.experiment import DONE, describe, say
-from nnunet_dsmm.plan import Plan
+from nnunet_dsmm.experiments.executors import ExecutorOptions
+from nnunet_dsmm.experiments.experiment import DONE, describe, say
+from nnunet_dsmm.experiments.plan import Plan
 
 #: the record of submitted jobs in the SLURM folder of an experiment
 RECORD = "slurm_jobs.json"

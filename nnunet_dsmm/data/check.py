@@ -19,8 +19,8 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from nnunet_dsmm.modalities import channel_names, combination_name
-from nnunet_dsmm.raw_data import RawCase, RawDataError, combination_counts, num_channels, read_case, scan_cases
+from nnunet_dsmm.data.raw_data import RawCase, RawDataError, combination_counts, num_channels, read_case, scan_cases
+from nnunet_dsmm.model.modalities import channel_names, combination_name
 
 #: keys nnU-Net needs in dataset.json, with an example of each
 REQUIRED_KEYS = {"channel_names": '{"0": "FLAIR", "1": "T1"}', "labels": '{"background": 0, "tumour": 1}',

@@ -14,8 +14,8 @@ class UsageError(DSMMError):
 
 
 def _cmd_check(args) -> int:
-    from nnunet_dsmm.check import check_dataset, format_check_report
-    from nnunet_dsmm.locations import raw_dataset_folder
+    from nnunet_dsmm.data.check import check_dataset, format_check_report
+    from nnunet_dsmm.nnunet.locations import raw_dataset_folder
 
     if not args.raw and args.d is None:
         raise UsageError("nnunet_dsmm check: give -d DATASET_ID (with nnUNet_raw set) or --raw FOLDER")
@@ -25,7 +25,7 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_synth(args) -> int:
-    from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
+    from nnunet_dsmm.data.synth import SynthConfig, write_synthetic_dataset
 
     config = SynthConfig(shape=tuple(args.shape), num_train=args.num_train, num_test=args.num_test,
                          fm_ratio=args.fm_ratio, seed=args.seed, missing_as=args.missing_as, labels=args.labels)
@@ -37,7 +37,7 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from nnunet_dsmm.brats import convert_brats
+    from nnunet_dsmm.data.brats import convert_brats
 
     manifest = convert_brats(args.input, args.output, args.fm_ratio, args.seed, args.split, args.missing_as,
                              args.name)
@@ -47,9 +47,9 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from nnunet_dsmm.evaluation import EmptyMaskConvention, evaluate, seed_label
-    from nnunet_dsmm.locations import trained_model_folder
-    from nnunet_dsmm.reporting import summary_markdown
+    from nnunet_dsmm.evaluation.evaluate import EmptyMaskConvention, evaluate, seed_label
+    from nnunet_dsmm.evaluation.reporting import summary_markdown
+    from nnunet_dsmm.nnunet.locations import trained_model_folder
 
     def models(root: str | None) -> list[tuple[str, str]]:
         return [(trainer, trained_model_folder(args.d, trainer, args.p, args.c, args.f, root)) for trainer in args.tr]
@@ -69,8 +69,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_recover(args) -> int:
-    from nnunet_dsmm.locations import trained_model_folder
-    from nnunet_dsmm.recovery import recover
+    from nnunet_dsmm.evaluation.recovery import recover
+    from nnunet_dsmm.nnunet.locations import trained_model_folder
 
     folder = trained_model_folder(args.d, args.tr, args.p, args.c, args.f)
     report = recover(folder, args.f, args.i, args.o, args.hide, args.cases, args.device, args.checkpoint)
@@ -84,15 +84,15 @@ def _cmd_recover(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from nnunet_dsmm.demo import run_demo
+    from nnunet_dsmm.experiments.demo import run_demo
 
     run_demo(args.output, args.device, args.budget, args.fm_ratio, args.seed, args.labels, args.seeds)
     return 0
 
 
 def _cmd_ablate(args) -> int:
-    from nnunet_dsmm.ablation import run_ablation
-    from nnunet_dsmm.cli_training import executor_options
+    from nnunet_dsmm.cli.training import executor_options
+    from nnunet_dsmm.experiments.ablation import run_ablation
 
     tables = run_ablation(args.d, args.c, args.f, args.p, args.table, args.i, args.l, args.o, args.device, args.seeds,
                           args.budget, use_mirroring=not args.disable_tta, dry_run=args.dry_run,

@@ -1,9 +1,8 @@
 """Evaluate trained models on every modality combination (the paper's Table 1 for your data).
 
-``evaluate`` predicts every case under every channel combination (``nnunet_dsmm.prediction``), scores
-each region with Dice and HD95 (``nnunet_dsmm.metrics``; ET post-processing on request:
-``nnunet_dsmm.postprocessing``), summarises the scores (``nnunet_dsmm.results``) and writes the files and
-figures (``nnunet_dsmm.reporting``).
+``evaluate`` predicts every case under every channel combination (``prediction``), scores each region
+with Dice and HD95 (``metrics``; ET post-processing on request: ``postprocessing``), summarises the
+scores (``results``) and writes the files and figures (``reporting``), all modules of this package.
 """
 
 from __future__ import annotations
@@ -14,15 +13,15 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from nnunet_dsmm import results
-from nnunet_dsmm.locations import as_folds
-from nnunet_dsmm.metrics import EmptyMaskConvention, dice_and_hd95, region_masks
-from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
-from nnunet_dsmm.postprocessing import add_post_processed_et, enhancing_tumour_region, post_processed_name
-from nnunet_dsmm.prediction import EvaluationError, predict_combinations
-from nnunet_dsmm.raw_data import list_cases
-from nnunet_dsmm.reporting import heatmap, summary_markdown
-from nnunet_dsmm.results import CaseScore, EtPostProcessing, EvaluationResult
+from nnunet_dsmm.data.raw_data import list_cases
+from nnunet_dsmm.evaluation import results
+from nnunet_dsmm.evaluation.metrics import EmptyMaskConvention, dice_and_hd95, region_masks
+from nnunet_dsmm.evaluation.postprocessing import add_post_processed_et, enhancing_tumour_region, post_processed_name
+from nnunet_dsmm.evaluation.prediction import EvaluationError, predict_combinations
+from nnunet_dsmm.evaluation.reporting import heatmap, summary_markdown
+from nnunet_dsmm.evaluation.results import CaseScore, EtPostProcessing, EvaluationResult
+from nnunet_dsmm.model.modalities import all_combinations, channel_names, combination_name
+from nnunet_dsmm.nnunet.locations import as_folds
 
 __all__ = ["EmptyMaskConvention", "EvaluationError", "EvaluationResult", "evaluate", "score_predictions",
            "seed_label"]
@@ -37,7 +36,7 @@ def score_predictions(predictions: dict[str, dict[str, str]], labels_dir: str, d
                       convention: EmptyMaskConvention, seed: str = "", et_min_voxels: int | None = None
                       ) -> list[CaseScore]:
     """One row per case × combination × region; ``seed`` names the independent training ("" if one).
-    With ``et_min_voxels``, also the post-processed ET (``nnunet_dsmm.postprocessing``) as a region."""
+    With ``et_min_voxels``, also the post-processed ET (``nnunet_dsmm.evaluation.postprocessing``) as a region."""
     import SimpleITK as sitk
 
     names = channel_names(dataset_json)
@@ -68,7 +67,7 @@ def evaluate(models: Sequence[tuple[str, str]] | None, folds: int | str | Sequen
     """``models`` is a list of (name, trained model folder); or ``trainings`` maps each independent
     training (seed) to its own such list, whose predictions go to ``predictions/<seed>/``. Several
     ``folds`` are ensembled. ``et_min_voxels`` (default off) adds the post-processed ET of the RFNet
-    lineage's evaluation code beside the raw one (``nnunet_dsmm.postprocessing``). Writes results.csv,
+    lineage's evaluation code beside the raw one (``nnunet_dsmm.evaluation.postprocessing``). Writes results.csv,
     summary.json, summary.md and heatmap.png into ``out_dir``."""
     trainings = trainings or {"": models}
     first_folder = next(iter(trainings.values()))[0][1]

@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from nnunet_dsmm.experiment import checkpoint_epoch, recorded_schedule, resumable_checkpoint
+from nnunet_dsmm.experiments.experiment import checkpoint_epoch, recorded_schedule, resumable_checkpoint
 
 #: an epoch line of nnU-Net's training log (``2024-01-01 10:00:00.000000: Epoch 12``)
 EPOCH_LINE = re.compile(r": Epoch (\d+)\s*$", re.MULTILINE)
