@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_dsmm.experiments.schedules import CPU_THREADS_VARIABLE
+from nnunet_dsmm.trainers.schedules import CPU_THREADS_VARIABLE
 from tests.conftest import TINY_SCHEDULE, nnunet_env, plan_dataset, run_cmd
 
 DATASET_ID = 963

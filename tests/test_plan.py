@@ -10,8 +10,8 @@ from pathlib import Path
 from nnunet_dsmm.experiments.executors import ExecutorOptions
 from nnunet_dsmm.experiments.experiment import trainings_for
 from nnunet_dsmm.experiments.plan import build_plan, estimate_seconds, folder_log, seed_log, step_times_ms
-from nnunet_dsmm.experiments.schedules import SCHEDULES
 from nnunet_dsmm.experiments.slurm import script_text
+from nnunet_dsmm.trainers.schedules import SCHEDULES
 from tests.conftest import run_cmd
 
 NAME = "Dataset961_Synth"

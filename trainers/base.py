@@ -25,7 +25,12 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import distributed as dist
 
 from nnunet_dsmm.data.raw_data import available_channels, num_channels
-from nnunet_dsmm.experiments.schedules import (
+from nnunet_dsmm.model.masking import apply_channel_mask, modality_dropout
+from nnunet_dsmm.model.modalities import channel_names, prompts_in_index_order
+from nnunet_dsmm.model.text_encoder import embed_prompts
+from nnunet_dsmm.nnunet.nnunet_internals import logged_values
+from nnunet_dsmm.trainers.cosine_lr import CosineLRScheduler
+from nnunet_dsmm.trainers.schedules import (
     CPU_THREADS_VARIABLE,
     SCHEDULE_FILE,
     SCHEDULE_VARIABLES,
@@ -36,11 +41,6 @@ from nnunet_dsmm.experiments.schedules import (
     positive_int_from_env,
     schedule_from_environment,
 )
-from nnunet_dsmm.model.masking import apply_channel_mask, modality_dropout
-from nnunet_dsmm.model.modalities import channel_names, prompts_in_index_order
-from nnunet_dsmm.model.text_encoder import embed_prompts
-from nnunet_dsmm.nnunet.nnunet_internals import logged_values
-from nnunet_dsmm.trainers.cosine_lr import CosineLRScheduler
 from nnunet_dsmm.trainers.stages import load_earlier_stages
 
 #: prefix of the per-term loss entries in nnU-Net's logger

@@ -11,13 +11,13 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
-from nnunet_dsmm.experiments.schedules import Stage
 from nnunet_dsmm.model.losses import feature_distances
 from nnunet_dsmm.model.network import TeacherOutputs, build_dsmm_network, complete_code, freeze_unused_heads
 from nnunet_dsmm.model.text_encoder import embedding_dim
 from nnunet_dsmm.nnunet.nnunet_internals import compiles, deep_supervision_scales, nnunet_loss
 from nnunet_dsmm.trainers.base import DSMMTrainerBase, StepBatch, StepResult
 from nnunet_dsmm.trainers.pretrain import DSMMPretrainNoDATrainer, DSMMPretrainTrainer
+from nnunet_dsmm.trainers.schedules import Stage
 from nnunet_dsmm.trainers.stages import PRETRAINED, TEACHER, backbone_state, check_same_backbone
 from nnunet_dsmm.trainers.teacher import DSMMBaselineTrainer, DSMMTeacherTrainer
 

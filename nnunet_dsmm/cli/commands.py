@@ -6,11 +6,7 @@ import json
 import os
 import sys
 
-from nnunet_dsmm.errors import DSMMError
-
-
-class UsageError(DSMMError):
-    """Options that do not go together."""
+from nnunet_dsmm.cli.arguments import UsageError
 
 
 def _cmd_check(args) -> int:

@@ -10,12 +10,8 @@ import shlex
 import sys
 import traceback
 
-from nnunet_dsmm.cli.commands import UsageError
 from nnunet_dsmm.cli.parser import build_parser
 from nnunet_dsmm.errors import DSMMError
-
-__all__ = ["UsageError", "build_parser", "main"]
-
 
 #: exit statuses: an error of ours (bad input, a missing stage; argparse's usage errors too), an unexpected
 #: error of the program, and a closed output pipe (as a process killed by SIGPIPE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from importlib import metadata
 
+from nnunet_dsmm.cli.arguments import FRACTION, NON_NEGATIVE, POSITIVE
 from nnunet_dsmm.cli.commands import (
     _cmd_ablate,
     _cmd_benchmark,
@@ -17,29 +18,11 @@ from nnunet_dsmm.cli.commands import (
 )
 from nnunet_dsmm.cli.training import add_executor_options, add_training_commands
 from nnunet_dsmm.data.raw_data import MISSING_AS
-from nnunet_dsmm.experiments.schedules import SCHEDULES
 from nnunet_dsmm.nnunet.locations import fold_name
+from nnunet_dsmm.trainers.schedules import SCHEDULES
 
 #: nnUNetv2_train's and nnUNetv2_predict's -device choices; nnU-Net's default is cuda
 DEVICES = ("cuda", "cpu", "mps")
-
-
-def bounded(kind: type, low: float, high: float | None = None):
-    """An argparse type: a ``kind`` number from ``low`` to ``high`` (inclusive), else a usage error."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            span = f"from {low} to {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
-        return value
-    return parse
-
-
-FRACTION, POSITIVE, NON_NEGATIVE = bounded(float, 0.0, 1.0), bounded(int, 1), bounded(int, 0)
 
 
 def add_device(parser: argparse.ArgumentParser, default: str = "cuda") -> None:

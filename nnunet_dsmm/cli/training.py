@@ -7,6 +7,7 @@ import argparse
 import os
 from collections.abc import Callable
 
+from nnunet_dsmm.cli.arguments import NON_NEGATIVE, POSITIVE, UsageError, bounded
 from nnunet_dsmm.nnunet.locations import fold_name
 
 
@@ -38,7 +39,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser], add_d
 
 
 def _schedule_source() -> str:
-    from nnunet_dsmm.experiments.schedules import SCHEDULE_VARIABLES
+    from nnunet_dsmm.trainers.schedules import SCHEDULE_VARIABLES
 
     chosen = [f"{v}={os.environ[v]}" for v in SCHEDULE_VARIABLES.values() if os.environ.get(v)]
     return ", ".join(chosen) + " from the environment" if chosen else "each trainer's own (the paper's)"
@@ -64,9 +65,7 @@ def _require_plans(name: str, plans: str, configuration: str, dataset: str) -> N
 
 
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
-    """Where the trainings run (``executors.ExecutorOptions``) and the step time of the dry run's estimate."""
-    from nnunet_dsmm.cli.parser import NON_NEGATIVE, POSITIVE, bounded  # loaded: it builds the parser
-
+    """Where the trainings run (``experiments.request.ExecutorOptions``) and the step time of the dry run's estimate."""
     group = parser.add_argument_group("where the trainings run (docs/how-to/workstation-and-cluster.md)")
     group.add_argument("--executor", choices=("local", "slurm"), default="local",
                        help="local: on this machine (default); slurm: submit sbatch jobs chained with afterok; run "
@@ -100,9 +99,8 @@ def _device_ids(text: str) -> tuple[str, ...]:
 
 
 def executor_options(args: argparse.Namespace):
-    """The ``executors.ExecutorOptions`` of the parsed options; a usage error when they do not go together."""
-    from nnunet_dsmm.cli.commands import UsageError
-    from nnunet_dsmm.experiments.executors import ExecutorOptions
+    """The ``experiments.request.ExecutorOptions`` of the parsed options; a usage error when they do not go together."""
+    from nnunet_dsmm.experiments.request import ExecutorOptions
 
     slurm_only = {"--partition": args.partition, "--time": args.time_limit, "--gpus-per-job": args.gpus_per_job,
                   "--sbatch-option": args.sbatch_option, "--setup": args.setup}

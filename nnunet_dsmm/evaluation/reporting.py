@@ -8,16 +8,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from nnunet_dsmm.evaluation.metrics import region_masks
 from nnunet_dsmm.evaluation.results import EvaluationResult, RegionSummary, Score, mean_and_std
+from nnunet_dsmm.evaluation.tables import AblationTable
 from nnunet_dsmm.model.modalities import combination_name
-
-if TYPE_CHECKING:
-    from nnunet_dsmm.experiments.ablation import AblationTable
 
 #: overlay colour per region (regions) or class (plain labels); "enhancing tumor" is both
 REGION_COLOURS = {"whole tumor": (0.9, 0.1, 0.1), "tumor core": (0.1, 0.8, 0.1), "enhancing tumor": (0.6, 0.2, 0.8),

@@ -14,41 +14,23 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.evaluation.evaluate import seed_label
 from nnunet_dsmm.evaluation.reporting import ablation_markdown, figure5, per_fold_markdown
 from nnunet_dsmm.evaluation.results import EvaluationResult
-from nnunet_dsmm.experiments.executors import ExecutorOptions, run_plan
+from nnunet_dsmm.evaluation.tables import AblationRow, AblationTable
 from nnunet_dsmm.experiments.executors import dry_run as dry_run_lines
+from nnunet_dsmm.experiments.executors import run_plan
 from nnunet_dsmm.experiments.experiment import results_root, say, trainings_for
 from nnunet_dsmm.experiments.plan import build_plan, seed_log
-from nnunet_dsmm.experiments.schedules import SCHEDULES
+from nnunet_dsmm.experiments.request import ExecutorOptions
+from nnunet_dsmm.trainers.schedules import SCHEDULES
 
 
 class AblationError(DSMMError, ValueError):
     """An ablation that cannot run as asked."""
-
-
-@dataclass(frozen=True)
-class AblationRow:
-    """One row: its label in the paper, the trainer that reproduces it and its ✓ columns."""
-
-    label: str
-    trainer: str
-    marks: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class AblationTable:
-    name: str
-    title: str
-    #: the ✓ columns of the paper's table, in its order
-    columns: tuple[str, ...]
-    rows: tuple[AblationRow, ...]
-    #: the trainer every row is tested against (paired Wilcoxon); None: the row above
-    reference: str | None = None
 
 
 TABLES = {

@@ -27,8 +27,8 @@ from nnunet_dsmm.evaluation.evaluate import seed_label
 from nnunet_dsmm.evaluation.reporting import draw_overlays, summary_markdown
 from nnunet_dsmm.experiments.executors import train_seed
 from nnunet_dsmm.experiments.experiment import results_root, run_logged, say, trainings_for
-from nnunet_dsmm.experiments.schedules import SCHEDULES, Schedule
 from nnunet_dsmm.model.modalities import all_combinations, channel_names, combination_name
+from nnunet_dsmm.trainers.schedules import SCHEDULES, Schedule
 
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_DSMMDemo"

@@ -13,33 +13,8 @@ from dataclasses import dataclass, field
 
 from nnunet_dsmm.experiments.experiment import DONE, ExperimentError, Training, describe, results_root, run_logged, say
 from nnunet_dsmm.experiments.plan import Job, Plan, build_plan, describe_cost, describe_plan, seed_log
-from nnunet_dsmm.experiments.schedules import CPU_THREADS_VARIABLE
-
-
-@dataclass(frozen=True)
-class ExecutorOptions:
-    """Where the trainings of a plan run: ``local`` (``devices``: one CUDA device id per concurrent
-    training; else ``jobs`` concurrent trainings on the given device) or ``slurm`` (sbatch options, and a
-    ``setup`` shell line run first in every job); step times for the ``--dry-run`` estimate."""
-
-    executor: str = "local"
-    devices: tuple[str, ...] = ()
-    jobs: int = 1
-    partition: str | None = None
-    time_limit: str | None = None
-    gpus_per_job: int | None = None
-    sbatch_options: tuple[str, ...] = ()
-    setup: str | None = None
-    step_time_ms: float | None = None
-    benchmark_json: str | None = None
-
-    def slots(self) -> list[str | None]:
-        """One entry per training that may run at once: a CUDA device id, or None (the device as given)."""
-        return list(self.devices) if self.devices else [None] * self.jobs
-
-    def device(self, device: str) -> str:
-        """The ``-device`` of every training: cuda with ``--devices``, else ``device``."""
-        return "cuda" if self.devices else device
+from nnunet_dsmm.experiments.request import ExecutorOptions
+from nnunet_dsmm.trainers.schedules import CPU_THREADS_VARIABLE
 
 
 @dataclass

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.experiments.schedules import SCHEDULE_FILE, SCHEDULE_VARIABLES, SCHEDULES, Schedule
+from nnunet_dsmm.trainers.schedules import SCHEDULE_FILE, SCHEDULE_VARIABLES, SCHEDULES, Schedule
 
 #: progress lines of nnU-Net's training log that are shown while a training runs
 PROGRESS_MARKERS = ("Epoch ", "Pseudo dice", "Mean Validation")

@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.experiments.executors import ExecutorOptions
 from nnunet_dsmm.experiments.experiment import DONE, describe, say
 from nnunet_dsmm.experiments.plan import Plan
+from nnunet_dsmm.experiments.request import ExecutorOptions
 
 #: the record of submitted jobs in the SLURM folder of an experiment
 RECORD = "slurm_jobs.json"
