@@ -81,18 +81,21 @@ def _cmd_recover(args) -> int:
 
 def _cmd_demo(args) -> int:
     from nnunet_dsmm.experiments.demo import run_demo
+    from nnunet_dsmm.experiments.request import DemoRequest
 
-    run_demo(args.output, args.device, args.budget, args.fm_ratio, args.seed, args.labels, args.seeds)
+    run_demo(DemoRequest(args.output, args.device, args.budget, args.fm_ratio, args.seed, args.labels, args.seeds))
     return 0
 
 
 def _cmd_ablate(args) -> int:
     from nnunet_dsmm.cli.training import executor_options
     from nnunet_dsmm.experiments.ablation import run_ablation
+    from nnunet_dsmm.experiments.request import AblationRequest
 
-    tables = run_ablation(args.d, args.c, args.f, args.p, args.table, args.i, args.l, args.o, args.device, args.seeds,
-                          args.budget, use_mirroring=not args.disable_tta, dry_run=args.dry_run,
-                          options=executor_options(args))
+    request = AblationRequest(args.d, args.c, tuple(dict.fromkeys(args.f)), args.table, args.i, args.l, args.o,
+                              args.p, args.device, args.seeds, args.budget, use_mirroring=not args.disable_tta,
+                              dry_run=args.dry_run, executor=executor_options(args))
+    tables = run_ablation(request)
     if not tables:  # a dry run, or the trainings and the evaluation submitted to SLURM
         return 0
     print("\n".join(tables.values()))

@@ -25,7 +25,7 @@ from nnunet_dsmm.experiments.executors import dry_run as dry_run_lines
 from nnunet_dsmm.experiments.executors import run_plan
 from nnunet_dsmm.experiments.experiment import results_root, say, trainings_for
 from nnunet_dsmm.experiments.plan import build_plan, seed_log
-from nnunet_dsmm.experiments.request import ExecutorOptions
+from nnunet_dsmm.experiments.request import AblationRequest
 from nnunet_dsmm.trainers.schedules import SCHEDULES
 
 
@@ -94,18 +94,13 @@ def evaluated_trainers(tables: Sequence[AblationTable]) -> list[str]:
     return sorted(names, key=lambda name: name == FULL_MODEL)
 
 
-def final_job(dataset: str, configuration: str, folds: Sequence[int | str], plans: str, table_choice: str,
-              images: str, labels: str, out_dir: str, device: str, seeds: int, budget: str, use_mirroring: bool,
-              env: dict):
+def final_job(request: AblationRequest, env: dict):
     """The SLURM job that evaluates and tabulates once every training is done: this same ``ablate`` run
     here, which keeps every finished training."""
     from nnunet_dsmm.experiments.slurm import FinalJob
 
-    command = ["nnunet_dsmm", "ablate", "-d", dataset, "-c", configuration, "-p", plans,
-               "-f", *map(str, folds), "--table", table_choice, "-i", os.path.abspath(images),
-               "-l", os.path.abspath(labels), "-o", out_dir, "-device", device, "--seeds", str(seeds),
-               "--budget", budget, *([] if use_mirroring else ["--disable_tta"])]
-    return FinalJob("evaluate_and_tabulate", command, env, os.path.join(out_dir, "ablation.md"),
+    out_dir = os.path.abspath(request.out_dir)
+    return FinalJob("evaluate_and_tabulate", request.command(), env, os.path.join(out_dir, "ablation.md"),
                     os.path.join(out_dir, "logs", "evaluate_and_tabulate.log"))
 
 
@@ -115,28 +110,27 @@ def evaluation_folder(out_dir: str, folds: Sequence[int | str]) -> str:
     return os.path.join(out_dir, "evaluation", ("fold_" if len(folds) == 1 else "folds_") + "_".join(map(str, folds)))
 
 
-def run_ablation(dataset: str, configuration: str, folds: Sequence[int | str], plans: str, table_choice: str,
-                 images: str, labels: str, out_dir: str, device: str = "cuda", seeds: int = 1, budget: str = "cpu",
-                 use_mirroring: bool = True, report: Callable[[str], None] = say, dry_run: bool = False,
-                 options: ExecutorOptions = ExecutorOptions()) -> dict:
-    """Train, evaluate (the ensemble of ``folds``, as nnUNetv2_predict; with several folds each fold alone
-    too) and tabulate (see the module docstring); returns {table name: markdown}. With ``dry_run`` only
-    report what would be trained, and on SLURM (``options``) submit the trainings and the evaluation after
-    them; both return {}."""
+def run_ablation(request: AblationRequest, report: Callable[[str], None] = say) -> dict:
+    """Train, evaluate (the ensemble of the request's folds, as nnUNetv2_predict; with several folds each
+    fold alone too) and tabulate (see the module docstring); returns {table name: markdown}. With
+    ``dry_run`` only report what would be trained, and on SLURM (the request's executor) submit the
+    trainings and the evaluation after them; both return {}."""
     from nnunet_dsmm.evaluation.evaluate import evaluate
     from nnunet_dsmm.nnunet.locations import dataset_name, trained_model_folder
 
+    configuration, plans, device, seeds = request.configuration, request.plans, request.device, request.seeds
+    budget, images, labels, use_mirroring = request.budget, request.images, request.labels, request.use_mirroring
     if seeds < 1:
         raise AblationError(f"nnunet-dsmm: --seeds must be at least 1, got {seeds}")
     if budget not in SCHEDULES:
         raise AblationError(f"nnunet-dsmm: unknown budget {budget!r}; choose one of {', '.join(SCHEDULES)}")
-    tables = selected_tables(table_choice)
-    name = dataset_name(dataset)
-    out_dir = os.path.abspath(out_dir)
+    tables = selected_tables(request.table)
+    name = dataset_name(request.dataset)
+    out_dir = os.path.abspath(request.out_dir)
     schedule = SCHEDULES[budget]
     trainers = evaluated_trainers(tables)
     trainings = trainings_for(trainers, schedule)
-    folds = list(dict.fromkeys(folds))
+    folds = list(dict.fromkeys(request.folds))
     fold = folds[0] if len(folds) == 1 else folds  # several: evaluated as their ensemble, as nnU-Net predicts
     folds_note = f"fold {fold}" if len(folds) == 1 else f"ensemble of folds {', '.join(map(str, folds))}"
     report(f"ablate: {len(trainings)} trainings per seed and fold ({', '.join(t.trainer for t in trainings)}), "
@@ -145,13 +139,11 @@ def run_ablation(dataset: str, configuration: str, folds: Sequence[int | str], p
     plan = build_plan(trainings, name, configuration, plans, folds, {k: results_root(out_dir, k) for k in range(seeds)},
                       env, seed_log(os.path.join(out_dir, "logs")))
     slurm_folder = os.path.join(out_dir, "slurm")
-    if dry_run:
-        for line in dry_run_lines(plan, options, device, slurm_folder):
+    if request.dry_run:
+        for line in dry_run_lines(plan, request.executor, device, slurm_folder):
             report(line)
         return {}
-    if run_plan(plan, options, device, slurm_folder, report, final_job(
-            dataset, configuration, folds, plans, table_choice, images, labels, out_dir, device, seeds, budget,
-            use_mirroring, env)) is None:
+    if run_plan(plan, request.executor, device, slurm_folder, report, final_job(request, env)) is None:
         return {}
     report("ablate: evaluating every trained row on every channel combination ...")
 

@@ -27,6 +27,7 @@ from nnunet_dsmm.evaluation.evaluate import seed_label
 from nnunet_dsmm.evaluation.reporting import draw_overlays, summary_markdown
 from nnunet_dsmm.experiments.executors import train_seed
 from nnunet_dsmm.experiments.experiment import results_root, run_logged, say, trainings_for
+from nnunet_dsmm.experiments.request import DemoRequest
 from nnunet_dsmm.model.modalities import all_combinations, channel_names, combination_name
 from nnunet_dsmm.trainers.schedules import SCHEDULES, Schedule
 
@@ -113,14 +114,15 @@ def add_demo_configuration(plans_file: str, max_features: int) -> None:
         json.dump(plans, f, indent=2)
 
 
-def run_demo(out_dir: str, device: str = "cpu", budget_name: str = "cpu", fm_ratio: float = 0.1,
-             data_seed: int = 0, labels: str = "regions", num_seeds: int = 1) -> dict:
-    """``data_seed`` makes the data; ``num_seeds`` independent trainings of every model (``DSMM_SEED`` 0 ..
-    num_seeds - 1)."""
+def run_demo(request: DemoRequest) -> dict:
+    """The request's ``data_seed`` makes the data; its ``seeds`` independent trainings of every model
+    (``DSMM_SEED`` 0 .. seeds - 1)."""
+    device, budget_name, fm_ratio, data_seed = request.device, request.budget, request.fm_ratio, request.data_seed
+    labels, num_seeds = request.labels, request.seeds
     if num_seeds < 1:
         raise DemoError(f"nnunet-dsmm: --seeds must be at least 1, got {num_seeds}")
     budget = BUDGETS[budget_name]
-    out_dir = os.path.abspath(out_dir)
+    out_dir = os.path.abspath(request.out_dir)
     state = resumable_state(out_dir, {"budget": budget_name, "fm_ratio": fm_ratio, "seed": data_seed,
                                       "labels": labels})
     check_device(device)

@@ -1,8 +1,10 @@
 """What a command asks of the experiments, built once by the command line and passed down unchanged:
-where the trainings run (``ExecutorOptions``). Imports nothing else of the package."""
+where the trainings run (``ExecutorOptions``) and a whole ``ablate`` run (``AblationRequest``). Imports
+nothing else of the package."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -30,3 +32,45 @@ class ExecutorOptions:
     def device(self, device: str) -> str:
         """The ``-device`` of every training: cuda with ``--devices``, else ``device``."""
         return "cuda" if self.devices else device
+
+
+@dataclass(frozen=True)
+class AblationRequest:
+    """One ``ablate`` run: the trainings (dataset, configuration, plans, folds, the tables' rows, seeds,
+    budget), where they run (device, executor), the test data they are evaluated on and the output folder."""
+
+    dataset: str
+    configuration: str
+    folds: tuple[int | str, ...]
+    table: str
+    images: str
+    labels: str
+    out_dir: str
+    plans: str = "DSMMPlans"
+    device: str = "cuda"
+    seeds: int = 1
+    budget: str = "paper"
+    use_mirroring: bool = True
+    dry_run: bool = False
+    executor: ExecutorOptions = ExecutorOptions()
+
+    def command(self) -> list[str]:
+        """This run as an ``nnunet_dsmm ablate`` command line (absolute paths, no ``--dry-run``)."""
+        return ["nnunet_dsmm", "ablate", "-d", self.dataset, "-c", self.configuration, "-p", self.plans,
+                "-f", *map(str, self.folds), "--table", self.table, "-i", os.path.abspath(self.images),
+                "-l", os.path.abspath(self.labels), "-o", os.path.abspath(self.out_dir), "-device", self.device,
+                "--seeds", str(self.seeds), "--budget", self.budget, *([] if self.use_mirroring else ["--disable_tta"])]
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    """One ``demo`` run: its folder, device and budget (``demo.BUDGETS``), the synthetic data (share of
+    complete cases, seed, label kind) and the independent trainings of every model (``seeds``)."""
+
+    out_dir: str
+    device: str = "cpu"
+    budget: str = "cpu"
+    fm_ratio: float = 0.1
+    data_seed: int = 0
+    labels: str = "regions"
+    seeds: int = 1
