@@ -262,7 +262,7 @@ def test_every_kd_level_is_its_own_logged_term_and_eq4_is_their_sum(name, levels
 
 def test_the_pgma_teacher_variant_distils_from_the_student_of_a_plus_pgma_model(tmp_path):
     from nnunet_dsmm.model.network import PromptAdaptiveUNet
-    from nnunet_dsmm.trainers.dsmm import DSMMTrainerNoCTD
+    from nnunet_dsmm.trainers.dsmm_variants import DSMMTrainerNoCTD
 
     trainer = build_trainer("DSMMTrainerPGMATeacher", tmp_path)
     assert type(trainer).earlier_stages()[TEACHER] is DSMMTrainerNoCTD
