@@ -2,7 +2,7 @@
 
 nnU-Net offers no public hook for these. Each use is a small function here, and ``GUARDED`` lists every
 private name the package uses or overrides, with the nnU-Net class that must have it;
-``tests/test_nnunet_internals.py`` checks them, so an nnU-Net that renamed or removed one fails there,
+``tests/nnunet/test_nnunet_internals.py`` checks them, so an nnU-Net that renamed or removed one fails there,
 naming it, instead of deep inside a training. Our trainers override two of nnU-Net's private hooks
 (``_build_loss``, ``_set_batch_size_and_oversample``): an override of a renamed hook would silently
 never run, so they are guarded too.

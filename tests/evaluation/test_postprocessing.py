@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from nnunet_dsmm.data.brats import BRATS_PLAIN_LABELS
 from nnunet_dsmm.evaluation.evaluate import EmptyMaskConvention, score_predictions
 from nnunet_dsmm.evaluation.postprocessing import PostProcessingError, enhancing_tumour_region, remove_small_et
-from tests.test_evaluation import BRATS_JSON
+from tests.evaluation.test_evaluation import BRATS_JSON
 
 
 def blob(voxels: int, shape=(20, 20, 20), start: int = 0) -> np.ndarray:

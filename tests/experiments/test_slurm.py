@@ -1,7 +1,7 @@
 """``nnunet_dsmm train --executor slurm`` against a real single-node SLURM: munged,
 slurmctld and slurmd started by a session fixture (as root, where the Debian packages slurm-wlm and munge
 are installed), smoke-size trainings on the CPU. The scripts and the graph are checked without SLURM in
-tests/test_plan.py."""
+tests/experiments/test_plan.py."""
 
 from __future__ import annotations
 

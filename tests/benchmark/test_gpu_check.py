@@ -11,7 +11,7 @@ from pathlib import Path
 from nnunet_dsmm.cli.parser import build_parser
 from tests.conftest import BIN
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_gpu_check_dry_run_prepares_the_brats_plan_and_lists_its_steps(tmp_path):
