@@ -9,24 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY_SCHEDULE, nnunet_env, plan_dataset, run_cmd, run_until
+from tests.conftest import TINY_ID, TINY_NAME, TINY_SCHEDULE, nnunet_env, run_cmd, run_until
 
-DATASET_ID = 960
-NAME = f"Dataset{DATASET_ID}_Synth"
+DATASET_ID, NAME = TINY_ID, TINY_NAME
 CHAIN = ("DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMTrainer")
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def planned(tmp_path_factory) -> Path:
-    return plan_dataset(tmp_path_factory.mktemp("train"), DATASET_ID, num_train=5, num_test=0,
-                        shape=(24, 24, 24))
-
-
-def own_results(planned: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
+def own_results(tiny_planned: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
     """The planned dataset with a results folder of this test's own."""
-    return {**nnunet_env(planned), **TINY_SCHEDULE, "nnUNet_results": str(tmp_path / "results"), **extra}
+    return {**nnunet_env(tiny_planned), **TINY_SCHEDULE, "nnUNet_results": str(tmp_path / "results"), **extra}
 
 
 def fold(env: dict, trainer: str) -> Path:
@@ -42,8 +35,8 @@ def logged_epochs(log: str) -> list[int]:
     return [int(e) for e in re.findall(r": Epoch (\d+)\s*$", log, re.MULTILINE)]
 
 
-def test_train_runs_every_stage_in_order_then_keeps_them(planned, tmp_path):
-    env = own_results(planned, tmp_path)
+def test_train_runs_every_stage_in_order_then_keeps_them(tiny_planned, tmp_path):
+    env = own_results(tiny_planned, tmp_path)
     plan = run_cmd(command("DSMMTrainer", "--dry-run"), env).stdout
     assert [line.split(":")[0].strip() for line in plan.splitlines() if "would train 1 epochs" in line] == list(CHAIN)
     assert "nnUNetv2_train Dataset960_Synth 3d_fullres 0 -p DSMMPlans -tr DSMMTeacherTrainer -device cpu" in plan
@@ -72,9 +65,9 @@ def test_train_runs_every_stage_in_order_then_keeps_them(planned, tmp_path):
     assert "DSMMTeacherTrainer: would train 2 epochs, replacing a run under the schedule" in longer
 
 
-def test_an_interrupted_training_continues_at_its_checkpoint(planned, tmp_path):
+def test_an_interrupted_training_continues_at_its_checkpoint(tiny_planned, tmp_path):
     """Issue 19 §1: kill a training after an epoch, run the command again: it continues with --c."""
-    env = own_results(planned, tmp_path, DSMM_NUM_EPOCHS="3")
+    env = own_results(tiny_planned, tmp_path, DSMM_NUM_EPOCHS="3")
     run_until(command("DSMMTeacherTrainer"), env, lambda line: line.rstrip().endswith("Epoch 2"))
     folder = fold(env, "DSMMTeacherTrainer")
     assert not (folder / "checkpoint_final.pth").exists()

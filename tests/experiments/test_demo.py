@@ -47,6 +47,7 @@ def test_one_overlay_per_combination(tmp_path):
     assert all((tmp_path / "overlays" / p.rsplit("/", 1)[1]).stat().st_size > 1000 for p in written)
 
 
+@pytest.mark.slow
 def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tmp_path):
     """The whole demo at smoke size with 2 seeds and plain labels, through the console script."""
     import subprocess

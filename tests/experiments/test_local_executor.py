@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from nnunet_dsmm.trainers.schedules import CPU_THREADS_VARIABLE
-from tests.conftest import TINY_SCHEDULE, nnunet_env, plan_dataset, run_cmd
+from tests.conftest import TINY_ID, TINY_NAME, TINY_SCHEDULE, nnunet_env, run_cmd
 
-DATASET_ID = 963
-NAME = f"Dataset{DATASET_ID}_Synth"
+DATASET_ID, NAME = TINY_ID, TINY_NAME
 STAGES = ("DSMMTeacherTrainer", "DSMMPretrainTrainer")
 #: what a fold folder holds whatever the run: the log names carry the time they were written
 SAME_FILES = ("checkpoint_final.pth", "debug.json", "dsmm_schedule.json", "progress.png", "nnunet_dsmm_train.log")
@@ -24,15 +23,14 @@ SAME_FILES = ("checkpoint_final.pth", "debug.json", "dsmm_schedule.json", "progr
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def planned(tmp_path_factory) -> Path:
-    return plan_dataset(tmp_path_factory.mktemp("local_executor"), DATASET_ID, num_train=5, num_test=0,
-                        shape=(24, 24, 24))
-
-
 def command(*extra: str) -> list[str]:
     return ["nnunet_dsmm", "train", "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "1",
             "-tr", "DSMMPretrainTrainer", "-device", "cpu", *extra]
+
+
+def own_env(tiny_planned: Path, results: Path) -> dict[str, str]:
+    """The planned dataset with ``results`` as nnUNet_results."""
+    return {**nnunet_env(tiny_planned), **TINY_SCHEDULE, "nnUNet_results": str(results)}
 
 
 def fold(results: Path, trainer: str, k: int) -> Path:
@@ -60,13 +58,13 @@ def events(output: str) -> list[tuple[str, str]]:
     return [("start" if kind == ": training" else "done", f"{where}: {trainer}") for where, trainer, kind in found]
 
 
-def test_two_jobs_train_the_same_models_as_one_at_a_time_and_overlap(planned, tmp_path):
+def test_two_jobs_train_the_same_models_as_one_at_a_time_and_overlap(tiny_planned, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     began = time.time()
-    sequential = run_cmd(command("--jobs", "1"), {**nnunet_env(planned), **TINY_SCHEDULE, "nnUNet_results": str(one)},
+    sequential = run_cmd(command("--jobs", "1"), own_env(tiny_planned, one),
                          timeout=1800).stdout
     middle = time.time()
-    parallel = run_cmd(command("--jobs", "2"), {**nnunet_env(planned), **TINY_SCHEDULE, "nnUNet_results": str(two)},
+    parallel = run_cmd(command("--jobs", "2"), own_env(tiny_planned, two),
                        timeout=1800).stdout
     print(f"wall time: --jobs 1 {middle - began:.0f} s, --jobs 2 {time.time() - middle:.0f} s")
     assert trained(one) == trained(two)
@@ -88,11 +86,11 @@ def test_two_jobs_train_the_same_models_as_one_at_a_time_and_overlap(planned, tm
         assert CPU_THREADS_VARIABLE not in (fold(one, trainer, 1) / "nnunet_dsmm_train.log").read_text()
 
 
-def test_a_failing_training_stops_its_dependants_not_the_others(planned, tmp_path):
+def test_a_failing_training_stops_its_dependants_not_the_others(tiny_planned, tmp_path):
     results = tmp_path / "results"
     broken = fold(results, "DSMMTeacherTrainer", 1)
     (broken / "debug.json").mkdir(parents=True)  # nnU-Net cannot write it: stage 1 of fold 1 fails
-    result = run_cmd(command("--jobs", "2"), {**nnunet_env(planned), **TINY_SCHEDULE, "nnUNet_results": str(results)},
+    result = run_cmd(command("--jobs", "2"), own_env(tiny_planned, results),
                      check=False, timeout=1800)
     log = broken / "nnunet_dsmm_train.log"
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]

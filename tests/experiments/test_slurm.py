@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_SCHEDULE, nnunet_env, plan_dataset, run_cmd
+from tests.conftest import TINY_ID, TINY_NAME, TINY_SCHEDULE, nnunet_env, run_cmd
 
-DATASET_ID = 962
-NAME = f"Dataset{DATASET_ID}_Synth"
+DATASET_ID, NAME = TINY_ID, TINY_NAME
 CHAIN = ("DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMTrainer")
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
 
@@ -88,12 +87,6 @@ def slurm(tmp_path_factory):
                 os.kill(int(pid_file.read_text()), 15)
 
 
-@pytest.fixture(scope="module")
-def planned(tmp_path_factory) -> Path:
-    return plan_dataset(tmp_path_factory.mktemp("slurm_train"), DATASET_ID, num_train=5, num_test=0,
-                        shape=(24, 24, 24))
-
-
 def _scontrol(job_id: str, env: dict) -> str:
     return subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
 
@@ -109,9 +102,9 @@ def _wait_gone(job_ids: list[str], env: dict, folder: Path, timeout: float = 120
     pytest.fail(f"jobs {job_ids} still queued after {timeout} s:\n{listed}\n{_logs(folder)}")
 
 
-def test_slurm_chains_the_stages_with_afterok_and_resubmits_a_cancelled_job(slurm, planned, tmp_path):
+def test_slurm_chains_the_stages_with_afterok_and_resubmits_a_cancelled_job(slurm, tiny_planned, tmp_path):
     slurm_env, daemons = slurm
-    env = {**nnunet_env(planned), **TINY_SCHEDULE, **slurm_env, "nnUNet_results": str(tmp_path / "results")}
+    env = {**nnunet_env(tiny_planned), **TINY_SCHEDULE, **slurm_env, "nnUNet_results": str(tmp_path / "results")}
     command = ["nnunet_dsmm", "train", "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", "DSMMTrainer",
                "-device", "cpu", "--executor", "slurm", "--sbatch-option=--cpus-per-task=1",
                "--setup", f"export PATH={Path(sys.executable).parent}:$PATH"]  # as a venv activation

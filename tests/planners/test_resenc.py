@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
-from tests.conftest import make_dataset, nnunet_env, run_cmd
-from tests.test_end_to_end import SMOKE, assert_valid_prediction
+from tests.conftest import SMOKE, make_dataset, nnunet_env, run_cmd
+from tests.test_end_to_end import assert_valid_prediction
 
 DATASET_ID = 904
 PLANS = "DSMMResEncUNetMPlans"
