@@ -16,6 +16,7 @@ from tests.conftest import nnunet_env, run_cmd
 CPU_PEAK_READABLE = PeakMemory.cpu_readable()
 
 
+@pytest.mark.slow  # quick: tests/planners/test_preprocessed.py benchmarks one step through the console script
 def test_benchmark_reports_every_trainer_side_by_side_with_nnunet(tmp_path):
     env = nnunet_env(tmp_path)
     out = tmp_path / "report" / "bench.json"

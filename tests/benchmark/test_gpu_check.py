@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from nnunet_dsmm.cli.parser import build_parser
 from tests.conftest import BIN
@@ -14,6 +18,7 @@ from tests.conftest import BIN
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # plans and preprocesses a dataset; quick: the in-process test of its commands below
 def test_gpu_check_dry_run_prepares_the_brats_plan_and_lists_its_steps(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHON": str(BIN / "python")}
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out",
@@ -48,3 +53,21 @@ def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path):
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--out", str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "no CUDA device is visible" in result.stderr
+
+
+def test_every_nnunet_dsmm_command_the_gpu_check_would_run_parses(tmp_path, monkeypatch):
+    """In process: the steps of ``benchmarks/gpu_check.py`` and that the command line still takes each of
+    its ``nnunet_dsmm`` commands (the dry run above checks the same after preparing its dataset)."""
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, gpu_check)  # its dataclasses look their module up
+    spec.loader.exec_module(gpu_check)
+    steps = {step.name: step for step in gpu_check.plan_steps(tmp_path / "out", tmp_path / "work", 2)}
+    assert {"benchmark_eager_worst", "benchmark_compiled_worst", "benchmark_eager_1pct_fm",
+            "benchmark_eager_combinations", "train_DSMMTeacherTrainer", "train_DSMMPretrainTrainer",
+            "train_DSMMTrainer", "predict", "evaluate", "train_DSMMTrainer_2gpus"} <= set(steps)
+    assert steps["benchmark_compiled_worst"].env["nnUNet_compile"] == "1"
+    assert "DSMMTrainerLowMemory" in steps["benchmark_eager_worst"].command
+    for step in steps.values():
+        if step.command[0] == "nnunet_dsmm":
+            build_parser().parse_args(step.command[1:])  # exits on an option the CLI no longer knows
