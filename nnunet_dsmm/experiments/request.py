@@ -1,6 +1,6 @@
 """What a command asks of the experiments, built once by the command line and passed down unchanged:
-where the trainings run (``ExecutorOptions``) and a whole ``ablate`` run (``AblationRequest``). Imports
-nothing else of the package."""
+where the trainings run (``ExecutorOptions``), a whole ``ablate`` run (``AblationRequest``) and a
+``demo`` run (``DemoRequest``). Imports nothing else of the package."""
 
 from __future__ import annotations
 
