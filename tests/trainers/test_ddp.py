@@ -110,7 +110,13 @@ def worker(rank: int, name: str, root: str, reference: dict | None) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name", TRAINERS)
+#: one trainer per stage in the quick tier; every other variant under DDP in the full one (two processes
+#: each, about half a minute on a 2-core CPU)
+QUICK = {"DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMTrainer"}
+
+
+@pytest.mark.parametrize("name", [name if name in QUICK else pytest.param(name, marks=pytest.mark.slow)
+                                  for name in TRAINERS])
 def test_every_stage_and_variant_trains_under_ddp_like_one_process(name, tmp_path):
     reference = None if name in RANDOM_PER_SAMPLE else reference_step(name, tmp_path)
     mp.spawn(worker, args=(name, str(tmp_path), reference), nprocs=2, join=True)
