@@ -30,10 +30,10 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
 
-from nnunet_dsmm.losses import feature_distances
-from nnunet_dsmm.masking import apply_channel_mask
-from nnunet_dsmm.modalities import all_combinations, channel_names, combination_name
-from nnunet_dsmm.network import complete_code, unet_features
+from nnunet_dsmm.model.losses import feature_distances
+from nnunet_dsmm.model.masking import apply_channel_mask
+from nnunet_dsmm.model.modalities import all_combinations, channel_names, combination_name
+from nnunet_dsmm.model.network import complete_code, unet_features
 
 MODELS = ("DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMTrainerNoCTD", "DSMMTrainer")
 

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 CARRY=benchmarks/carry/gpu_site.tar.xz
-if ! "$PYTHON" -c "import nnunetv2, nnunet_dsmm.cli" >/dev/null 2>&1; then
+if ! "$PYTHON" -c "import nnunetv2, nnunet_dsmm.cli.main" >/dev/null 2>&1; then
   if [ ! -f "$CARRY" ]; then
     echo "gpu_check: nnU-Net is not importable and $CARRY is missing; run benchmarks/gpu_prepare.sh first" >&2
     exit 2
@@ -23,6 +23,6 @@ if ! "$PYTHON" -c "import nnunetv2, nnunet_dsmm.cli" >/dev/null 2>&1; then
   mkdir -p "$SITE/boot"
   printf 'import site\nsite.addsitedir(%s)\n' "'$SITE/site'" > "$SITE/boot/sitecustomize.py"
   export PYTHONPATH="$SITE/boot${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/bin:$PATH"
-  "$PYTHON" -c "import nnunetv2, nnunet_dsmm.cli" || { echo "gpu_check: the carried packages do not import" >&2; exit 2; }
+  "$PYTHON" -c "import nnunetv2, nnunet_dsmm.cli.main" || { echo "gpu_check: the carried packages do not import" >&2; exit 2; }
 fi
 exec "$PYTHON" benchmarks/gpu_check.py "$@"

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from nnunet_dsmm.brats_profile import (
+from nnunet_dsmm.evaluation.brats_profile import (
     GAPS,
     REGIONS,
     compare_with_table1,
@@ -27,10 +27,10 @@ from nnunet_dsmm.brats_profile import (
     table1,
     table1_profile,
 )
-from nnunet_dsmm.demo import CONFIGURATION, add_demo_configuration
-from nnunet_dsmm.executors import train_seed
-from nnunet_dsmm.experiment import results_root, run_logged, say, trainings_for
-from nnunet_dsmm.schedules import SCHEDULES
+from nnunet_dsmm.experiments.demo import CONFIGURATION, add_demo_configuration
+from nnunet_dsmm.experiments.executors import train_seed
+from nnunet_dsmm.experiments.experiment import results_root, run_logged, say, trainings_for
+from nnunet_dsmm.trainers.schedules import SCHEDULES
 
 DATASET_ID = 602
 DATASET = f"Dataset{DATASET_ID}_PhantomRealism"

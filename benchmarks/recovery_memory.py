@@ -26,7 +26,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunet_dsmm.benchmark.memory import PeakMemory
 from nnunet_dsmm.benchmark.plans import SYNTHETIC_CONFIGURATION, synthetic_plans
 from nnunet_dsmm.benchmark.runtime import describe_environment
-from nnunet_dsmm.recovery import complete_case
+from nnunet_dsmm.evaluation.recovery import complete_case
 from nnunet_dsmm.trainers.dsmm import DSMMTrainer
 
 SHAPE = (240, 240, 155)

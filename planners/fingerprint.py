@@ -20,7 +20,7 @@ from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
 from tqdm import tqdm
 
-from nnunet_dsmm.raw_data import RawCase, RawDataError, num_channels, read_case, training_cases
+from nnunet_dsmm.data.raw_data import RawCase, RawDataError, num_channels, read_case, training_cases
 
 PERCENTILES = np.array((0.5, 50.0, 99.5))
 

@@ -13,7 +13,7 @@ from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPre
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_dsmm.raw_data import AVAILABLE_CHANNELS_KEY, case_from_files, num_channels, read_case, training_cases
+from nnunet_dsmm.data.raw_data import AVAILABLE_CHANNELS_KEY, case_from_files, num_channels, read_case, training_cases
 
 
 class DSMMPreprocessor(DefaultPreprocessor):

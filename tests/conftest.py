@@ -15,11 +15,12 @@ import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
+from nnunet_dsmm.benchmark.batches import batch_for, synthetic_batches
 from nnunet_dsmm.benchmark.plans import SYNTHETIC_CONFIGURATION, synthetic_plans
 from nnunet_dsmm.benchmark.runner import preprocessed_placeholder, random_stage_checkpoints, trainer_class
 from nnunet_dsmm.benchmark.runtime import temporary_environment
-from nnunet_dsmm.brats import brats_dataset_json
-from nnunet_dsmm.synth import SynthConfig, write_synthetic_dataset
+from nnunet_dsmm.data.brats import brats_dataset_json
+from nnunet_dsmm.data.synth import SynthConfig, write_synthetic_dataset
 
 BIN = Path(sys.executable).parent
 #: a schedule that trains every stage for one epoch of two iterations (learns nothing; for the command paths)
@@ -75,13 +76,59 @@ def make_dataset(root: Path, dataset_id: int, **config) -> tuple[Path, dict]:
     return folder, manifest
 
 
-def plan_dataset(root: Path, dataset_id: int, **config) -> Path:
-    """``make_dataset`` under ``root``, planned and preprocessed with the stock command and our planner;
-    returns ``root``."""
-    make_dataset(root, dataset_id, **config)
+def plan_and_preprocess(root: Path, dataset_id: int) -> None:
+    """The stock ``nnUNetv2_plan_and_preprocess`` with our fingerprint extractor and planner."""
     run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-fpe", "DSMMFingerprintExtractor",
              "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar"], nnunet_env(root))
+
+
+def plan_dataset(root: Path, dataset_id: int, **config) -> Path:
+    """``make_dataset`` under ``root``, planned and preprocessed; returns ``root``."""
+    make_dataset(root, dataset_id, **config)
+    plan_and_preprocess(root, dataset_id)
     return root
+
+
+#: the tiny dataset of the training commands' tests (train, the local executor, SLURM): planned once per
+#: session, every test trains into a results folder of its own
+TINY_ID = 960
+TINY_NAME = f"Dataset{TINY_ID}_Synth"
+#: the dataset of the end-to-end and folds tests: absent and all-zero channels, two test cases
+SYNTH_ID = 901
+
+
+@pytest.fixture(scope="session")
+def tiny_planned(tmp_path_factory) -> Path:
+    """5 training cases of 24^3 and no test case, planned and preprocessed; returns the root of its
+    nnU-Net folders (its ``results`` folder stays unused)."""
+    return plan_dataset(tmp_path_factory.mktemp("tiny"), TINY_ID, num_train=5, num_test=0, shape=(24, 24, 24))
+
+
+@pytest.fixture(scope="session")
+def synth_planned(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """6 training cases with absent and all-zero channels and 2 test cases (32^3), planned and preprocessed
+    with the stock command and our planner; returns the root of its nnU-Net folders, the raw dataset
+    folder and its manifest."""
+    root = tmp_path_factory.mktemp("synth")
+    folder, manifest = make_dataset(root, SYNTH_ID, num_train=6, num_test=2, fm_ratio=0.0, missing_as="mixed")
+    kinds = {how for case in manifest["written_as"].values() for how in case.values()}
+    assert kinds == {"absent", "zero"}, kinds  # both kinds of "missing" occur
+    plan_and_preprocess(root, SYNTH_ID)
+    return root, folder, manifest
+
+
+#: the end-to-end schedule: every stage 2 epochs of 3 iterations (learns nothing), an untrained text tower
+SMOKE = {"DSMM_NUM_EPOCHS": "2", "DSMM_NUM_ITERATIONS_PER_EPOCH": "3", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "2",
+         "DSMM_TEXT_ENCODER": "untrained"}
+
+
+@pytest.fixture(scope="module")
+def planned(synth_planned, tmp_path_factory) -> tuple[Path, Path, dict, dict[str, str]]:
+    """The session's planned dataset (``synth_planned``) with a results folder of the test module's own:
+    its root, raw folder, manifest and the environment of the commands (``SMOKE`` schedule)."""
+    root, folder, manifest = synth_planned
+    env = {**nnunet_env(root, **SMOKE), "nnUNet_results": str(tmp_path_factory.mktemp("results"))}
+    return root, folder, manifest, env
 
 
 @pytest.fixture
@@ -126,3 +173,16 @@ def build_trainer(name: str, root: Path, labels: str = "regions"):
         trainer.initialize()
     trainer.network.train()
     return trainer
+
+
+#: the available channels of two samples, each missing some
+MISSING = [[True, False, True, True], [False, True, False, False]]
+
+
+def missing_batch(trainer, available=MISSING) -> dict:
+    """A loader-like batch of the trainer's batch size whose samples have the given channels."""
+    rows = [available[i % len(available)] for i in range(trainer.batch_size)]
+    raw = synthetic_batches(trainer, 1, len(rows), 1.0, torch.Generator().manual_seed(0))[0]
+    raw["available"] = torch.tensor(rows)
+    raw["data"] = raw["data"] * raw["available"][:, :, None, None, None]
+    return batch_for(trainer, raw)

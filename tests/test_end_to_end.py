@@ -1,90 +1,22 @@
-"""The stock nnU-Net commands on a small synthetic dataset with absent and all-zero channels."""
+"""The stock nnU-Net commands on the session's small synthetic dataset with absent and all-zero channels:
+the three stages, their logs and checkpoints, the variants, prediction, evaluation and recovery."""
 
 from __future__ import annotations
 
 import csv
 import json
-import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-import blosc2
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
-from tests.conftest import make_dataset, nnunet_env, run_cmd, run_until
+from tests.conftest import SYNTH_ID, run_cmd, run_until
 
-DATASET_ID = 901
-SMOKE = {"DSMM_NUM_EPOCHS": "2", "DSMM_NUM_ITERATIONS_PER_EPOCH": "3", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "2",
-         "DSMM_TEXT_ENCODER": "untrained"}
-
-
-@pytest.fixture(scope="module")
-def planned(tmp_path_factory):
-    """Synthesise, then ``nnUNetv2_plan_and_preprocess -fpe DSMMFingerprintExtractor -pl DSMMPlanner``."""
-    root = tmp_path_factory.mktemp("e2e")
-    folder, manifest = make_dataset(root, DATASET_ID, num_train=6, num_test=2, fm_ratio=0.0, missing_as="mixed")
-    # make sure both kinds of "missing" occur
-    kinds = {how for case in manifest["written_as"].values() for how in case.values()}
-    assert kinds == {"absent", "zero"}, kinds
-    env = nnunet_env(root, **SMOKE)
-    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe", "DSMMFingerprintExtractor",
-             "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar"], env)
-    return root, folder, manifest, env
-
-
-def test_plans_and_preprocessed_data_carry_the_missing_channels(planned):
-    root, _, manifest, _ = planned
-    pre = root / "preprocessed" / f"Dataset{DATASET_ID}_Synth"
-    plans = json.loads((pre / "DSMMPlans.json").read_text())
-    config = plans["configurations"]["3d_fullres"]
-    assert config["data_identifier"] == "DSMMPlans_3d_fullres"
-    assert config["preprocessor_name"] == "DSMMPreprocessor"
-    assert config["architecture"]["network_class_name"].endswith("PlainConvUNet")
-    fingerprint = json.loads((pre / "dataset_fingerprint.json").read_text())
-    assert len(fingerprint["foreground_intensity_properties_per_channel"]) == 4
-    for case, dropped in manifest["dropped"].items():
-        with open(pre / "DSMMPlans_3d_fullres" / f"{case}.pkl", "rb") as f:
-            properties = pickle.load(f)
-        assert properties["available_channels"] == [c not in dropped for c in range(4)], case
-        data = blosc2.open(urlpath=str(pre / "DSMMPlans_3d_fullres" / f"{case}.b2nd"), mode="r")[:]
-        for c in range(4):
-            if c in dropped:
-                assert not np.any(data[c]), f"{case}: missing channel {c} is not exactly zero"
-            else:
-                assert np.any(data[c])
-
-
-@pytest.mark.parametrize("trainer", ["DSMMTrainer", "DSMMPretrainTrainer"])
-def test_every_stage_oversamples_foreground_on_the_real_data_loader(planned, trainer):
-    """nnU-Net forces round(B * 0.33) samples of a batch to hold foreground: none at DSMMTrainer's
-    batch size 1, so that stage draws the forced share per sample instead; stage 2 keeps nnU-Net's rule."""
-    from nnunet_dsmm.benchmark.runtime import temporary_environment
-    from nnunet_dsmm.discovery import find_registered_class
-    from nnunet_dsmm.nnunet_internals import set_batch_size_and_oversample
-
-    root, _, _, env = planned
-    pre = root / "preprocessed" / f"Dataset{DATASET_ID}_Synth"
-    plans = json.loads((pre / "DSMMPlans.json").read_text())
-    dataset_json = json.loads((pre / "dataset.json").read_text())
-    with temporary_environment(nnUNet_preprocessed=env["nnUNet_preprocessed"], nnUNet_results=env["nnUNet_results"],
-                               nnUNet_n_proc_DA="0"):
-        stage = find_registered_class(trainer)({**plans, "continue_training": False}, "3d_fullres", 0, dataset_json,
-                                               torch.device("cpu"))
-        set_batch_size_and_oversample(stage)  # what initialize does first
-        loader = stage.get_dataloaders()[0].data_loader
-    np.random.seed(0)
-    if trainer == "DSMMTrainer":
-        assert loader.batch_size == 1
-        forced = np.mean([loader.get_do_oversample(0) for _ in range(3000)])
-        assert 0.30 < forced < 0.36, forced
-        batch = loader.generate_train_batch()
-        assert batch["data"].shape[0] == 1
-    else:
-        assert loader.batch_size == 2 and [loader.get_do_oversample(j) for j in range(2)] == [False, True]
+DATASET_ID = SYNTH_ID
 
 
 def train_command(trainer: str, fold: int = 0, *extra: str) -> list[str]:
@@ -144,6 +76,7 @@ def dsmm_trained(planned, staged):
     return train(env, "DSMMTrainer", 0, "--c")
 
 
+@pytest.mark.slow
 def test_three_stages_with_the_stock_commands_then_predict_absent_channels(planned, staged, dsmm_trained, tmp_path):
     root, folder, manifest, env = planned
     reference = folder / "imagesTs" / f"{manifest['test_cases'][0]}_0000.nii.gz"
@@ -187,6 +120,7 @@ def training_log(folder: Path) -> str:
     return "".join(p.read_text() for p in sorted((folder / "fold_0").glob("training_log_*.txt")))
 
 
+@pytest.mark.slow
 def test_each_stage_logs_its_loss_terms_per_epoch(staged, dsmm_trained):
     teacher, pretrain = staged
     for folder, terms in ((teacher, ["seg"]), (pretrain, ["eq1", "da"]), (dsmm_trained, ["task", "mrec", "kd"])):
@@ -205,6 +139,7 @@ def test_each_stage_logs_its_loss_terms_per_epoch(staged, dsmm_trained):
             assert np.allclose(total, logging["train_loss_seg"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_schedule_is_recorded_and_continuing_under_another_is_refused(planned, dsmm_trained):
     _, _, _, env = planned
     fold = dsmm_trained / "fold_0"
@@ -220,6 +155,7 @@ def test_the_schedule_is_recorded_and_continuing_under_another_is_refused(planne
     assert (fold / "checkpoint_final.pth").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_a_missing_earlier_stage_prints_the_command_to_run_first(planned):
     _, _, _, env = planned
     result = run_cmd(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "1", "-p", "DSMMPlans", "-tr",
@@ -233,6 +169,7 @@ def test_a_missing_earlier_stage_prints_the_command_to_run_first(planned):
     assert best.returncode != 0 and "fold_1/checkpoint_best.pth does not exist" in best.stderr
 
 
+@pytest.mark.slow
 def test_later_stages_say_which_checkpoint_of_each_earlier_stage_they_loaded(staged, dsmm_trained):
     teacher, pretrain = staged
     log = training_log(dsmm_trained)
@@ -245,19 +182,22 @@ def test_later_stages_say_which_checkpoint_of_each_earlier_stage_they_loaded(sta
                                      "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
                                      "DSMMTrainerDetachedKD", "DSMMTrainerDiceOnly",
                                      "DSMMTrainerLowMemory", "DSMMBaselineEpochMatchedTrainer"])
+@pytest.mark.slow
 def test_ablation_and_variant_trainers_train_with_the_stock_command(planned, staged, trainer):
-    from nnunet_dsmm.discovery import find_registered_class
+    from nnunet_dsmm.nnunet.discovery import find_registered_class
 
     _, _, _, env = planned
     short = {**env, "DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2"}
     for stage in find_registered_class(trainer).earlier_stages().values():  # e.g. Table 3's plain teacher
-        if not (planned[0] / "results" / f"Dataset{DATASET_ID}_Synth" / f"{stage.__name__}__DSMMPlans__3d_fullres"
+        results = Path(planned[3]["nnUNet_results"]) / f"Dataset{DATASET_ID}_Synth"
+        if not (results / f"{stage.__name__}__DSMMPlans__3d_fullres"
                 / "fold_0" / "checkpoint_final.pth").is_file():
             train(short, stage.__name__)
     model = train(short, trainer)
     assert (model / "fold_0" / "checkpoint_final.pth").is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_every_combination_and_resume(planned, staged, dsmm_trained, tmp_path):
     _, folder, manifest, env = planned
     case = manifest["test_cases"][0]
@@ -288,11 +228,12 @@ def test_evaluate_every_combination_and_resume(planned, staged, dsmm_trained, tm
     assert len(list(csv.DictReader((out / "results.csv").open()))) == len(rows)
 
 
+@pytest.mark.slow
 def test_batched_combinations_predict_what_nnunet_predicts_one_at_a_time(planned, dsmm_trained):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from nnunet_dsmm.modalities import all_combinations
-    from nnunet_dsmm.prediction import predict_logits_of_combinations
+    from nnunet_dsmm.evaluation.prediction import predict_logits_of_combinations
+    from nnunet_dsmm.model.modalities import all_combinations
 
     _, folder, manifest, _ = planned
     predictor = nnUNetPredictor(perform_everything_on_device=False, device=torch.device("cpu"), use_mirroring=True,
@@ -320,6 +261,7 @@ def test_batched_combinations_predict_what_nnunet_predicts_one_at_a_time(planned
         assert decided.any() and torch.equal((logits > 0)[decided], (alone > 0)[decided])
 
 
+@pytest.mark.slow
 def test_recover_hidden_and_absent_channels_without_touching_the_inputs(planned, dsmm_trained, tmp_path):
     _, folder, manifest, env = planned
     case = manifest["test_cases"][0]
@@ -347,93 +289,3 @@ def test_recover_hidden_and_absent_channels_without_touching_the_inputs(planned,
     metrics = json.loads((out / "recovery_metrics.json").read_text())["cases"][case]["metrics"]
     assert set(metrics) == {"T2"} and np.isfinite(metrics["T2"]["psnr"]) and -1 <= metrics["T2"]["ssim"] <= 1
     assert (out / f"{case}_recovery_preview.png").stat().st_size > 0
-
-
-def test_benchmark_on_the_preprocessed_dataset_with_nnunet_batches(planned, tmp_path):
-    root, _, _, env = planned
-    out = tmp_path / "bench.json"
-    before = sorted(p.name for p in (root / "results").rglob("*")) if (root / "results").exists() else []
-    run_cmd(["nnunet_dsmm", "benchmark", "-d", str(DATASET_ID), "-device", "cpu", "--real-batches", "--steps", "1",
-             "--warmup", "0", "-tr", "DSMMTrainer", "--no-prediction", "--json", str(out)], env)
-    report = json.loads(out.read_text())
-    assert report["plan"]["source"] == f"Dataset{DATASET_ID}_Synth/DSMMPlans"
-    assert report["settings"]["real_batches"] and report["prediction"] is None
-    assert list(report["training"]) == ["nnUNetTrainer", "DSMMTrainer"]
-    assert all(len(entry["step_ms"]) == 1 for entry in report["training"].values())
-    after = sorted(p.name for p in (root / "results").rglob("*")) if (root / "results").exists() else []
-    assert after == before, "the benchmark wrote into nnUNet_results"
-
-
-def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(planned, tmp_path):
-    _, folder, _, env = planned
-    out = tmp_path / "ablation"
-    command = ["nnunet_dsmm", "ablate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "--table", "all",
-               "-i", str(folder / "imagesTs"), "-l", str(folder / "labelsTs"), "-o", str(out), "-device", "cpu",
-               "--budget", "smoke", "--disable-tta"]
-    plan = run_cmd(command + ["--dry-run"], env)
-    assert plan.stdout.count(" would train ") == 14 and "27 epochs (81 training iterations) to run" in plan.stdout
-    assert not out.joinpath("nnUNet_results").exists()
-    first = run_cmd(command, env, timeout=1800)
-    models = out / "nnUNet_results" / f"Dataset{DATASET_ID}_Synth"
-    epochs = {m.name.split("__")[0]: json.loads((m / "fold_0" / "dsmm_schedule.json").read_text())["num_epochs"]
-              for m in models.iterdir()}
-    # every row, the earlier stages it chains to (Mask-Rec: stage 2 without DA), and the two baselines
-    assert epochs == {"DSMMBaselineTrainer": 2, "DSMMTeacherTrainer": 2, "DSMMPretrainTrainer": 1,
-                      "DSMMPretrainNoDATrainer": 1,
-                      "DSMMFinetuneMaskRecTrainer": 2, "DSMMFinetuneDATrainer": 2, "DSMMTrainerNoCTD": 2,
-                      "DSMMTrainer": 2, "DSMMTrainerAvailableKD": 2, "DSMMTrainerFrozenRecovery": 2,
-                      "DSMMTrainerNoPGMA": 2, "DSMMTrainerBinaryCode": 2, "DSMMTrainerUnconditionedHeads": 2,
-                      "DSMMBaselineEpochMatchedTrainer": 3}
-    mask_rec_log = next((models / "DSMMFinetuneMaskRecTrainer__DSMMPlans__3d_fullres" / "fold_0").glob(
-        "training_log_*.txt")).read_text()
-    assert "DSMMPretrainNoDATrainer" in mask_rec_log and "loaded from" in mask_rec_log
-    document = (out / "ablation.md").read_text()
-    for title in ("Table 2", "Table 3", "Fig. 5", "Baselines"):
-        assert f"**{title}" in document
-    table2 = document.split("**Table 2")[1].split("**Table 3")[0]
-    labels = [line.split("|")[1].strip() for line in table2.splitlines() if line.startswith("| ")][1:]
-    assert labels == ["Mask-Rec", "+ DA", "+ PGMA", "+ CTD"]
-    assert "| (d) | `DSMMTrainerNoPGMA` | ✓ | ✓ | ✓ |" in document
-    assert (out / "fig5.png").stat().st_size > 1000
-    assert "Fig. 5" in first.stdout
-    again = run_cmd(command, env, timeout=1800)
-    assert again.stdout.count("already trained, kept") == len(epochs)
-    assert "0 epochs (0 training iterations) to run" in run_cmd(command + ["--dry-run"], env).stdout
-    # the complete-then-distill study in the same folder: only its own rows are new, each tested against + PGMA
-    ctd = [a if a != "all" else "ctd" for a in command]
-    run_cmd(ctd, env, timeout=1800)
-    trained = {m.name.split("__")[0] for m in models.iterdir()}
-    assert {"DSMMTrainerPGMATeacher", "DSMMTrainerDeepKD", "DSMMTrainerDetachedKD", "DSMMTrainerBeta001",
-            "DSMMTrainerAdaptedKD", "DSMMTrainerSelfKD"} <= trained
-    study = (out / "ablation.md").read_text().split("**Complete-then-distill study")[1]
-    assert "vs DSMMTrainerNoCTD (p)" in study and study.count("| `DSMMTrainer") >= 6
-    pgma_teacher_log = next((models / "DSMMTrainerPGMATeacher__DSMMPlans__3d_fullres" / "fold_0").glob(
-        "training_log_*.txt")).read_text()
-    assert "(DSMMTrainerNoCTD) loaded from" in pgma_teacher_log and "kd_bottleneck" in pgma_teacher_log
-    # a second fold in the same folder: fold 0 is kept, fold 1 trains; the tables evaluate the ensemble,
-    # a per-fold table each fold's model alone
-    two_folds = [a for a in ctd if a != "ctd"]
-    two_folds[two_folds.index("--table"):two_folds.index("--table") + 1] = ["--table", "3"]
-    two_folds[two_folds.index("-f") + 1:two_folds.index("-f") + 2] = ["0", "1"]
-    run_cmd(two_folds, env, timeout=1800)
-    assert all((m / "fold_1" / "checkpoint_final.pth").is_file() == (m.name.split("__")[0] in {
-        "DSMMBaselineTrainer", "DSMMBaselineEpochMatchedTrainer", "DSMMTeacherTrainer", "DSMMPretrainTrainer",
-        "DSMMFinetuneDATrainer", "DSMMTrainerAvailableKD", "DSMMTrainerFrozenRecovery", "DSMMTrainerNoPGMA",
-        "DSMMTrainer"}) for m in models.iterdir())
-    document = (out / "ablation.md").read_text()
-    assert "ensemble of folds 0, 1" in document.splitlines()[0]
-    per_fold = document.split("**Per fold")[1]
-    assert "| Row | Trainer | fold 0 | fold 1 | mean ± std over folds | ensemble of folds 0, 1 |" in per_fold
-    assert per_fold.count("| (d) | `DSMMTrainerNoPGMA` |") == 1
-    for folds, expected in (("fold_0", [0]), ("fold_1", [1]), ("folds_0_1", [0, 1])):
-        assert json.loads((out / "evaluation" / folds / "summary.json").read_text())["folds"] == expected
-
-
-def test_ablate_names_the_log_of_a_failing_training(planned, tmp_path):
-    _, folder, _, env = planned
-    result = run_cmd(["nnunet_dsmm", "ablate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-p", "NoSuchPlans",
-                      "--table", "3", "-i", str(folder / "imagesTs"), "-l", str(folder / "labelsTs"),
-                      "-o", str(tmp_path / "out"), "-device", "cpu", "--budget", "smoke"], env, check=False)
-    log = tmp_path / "out" / "logs" / "seed0_DSMMBaselineTrainer.log"  # the first training
-    assert result.returncode == 2 and str(log) in result.stderr and log.is_file()
-    assert "Traceback" not in result.stderr

@@ -24,11 +24,13 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import distributed as dist
 
-from nnunet_dsmm.masking import apply_channel_mask, modality_dropout
-from nnunet_dsmm.modalities import channel_names, prompts_in_index_order
-from nnunet_dsmm.nnunet_internals import logged_values
-from nnunet_dsmm.raw_data import available_channels, num_channels
-from nnunet_dsmm.schedules import (
+from nnunet_dsmm.data.raw_data import available_channels, num_channels
+from nnunet_dsmm.model.masking import apply_channel_mask, modality_dropout
+from nnunet_dsmm.model.modalities import channel_names, prompts_in_index_order
+from nnunet_dsmm.model.text_encoder import embed_prompts
+from nnunet_dsmm.nnunet.nnunet_internals import logged_values
+from nnunet_dsmm.trainers.cosine_lr import CosineLRScheduler
+from nnunet_dsmm.trainers.schedules import (
     CPU_THREADS_VARIABLE,
     SCHEDULE_FILE,
     SCHEDULE_VARIABLES,
@@ -39,8 +41,6 @@ from nnunet_dsmm.schedules import (
     positive_int_from_env,
     schedule_from_environment,
 )
-from nnunet_dsmm.text_encoder import embed_prompts
-from nnunet_dsmm.trainers.cosine_lr import CosineLRScheduler
 from nnunet_dsmm.trainers.stages import load_earlier_stages
 
 #: prefix of the per-term loss entries in nnU-Net's logger
@@ -93,7 +93,7 @@ class DSMMTrainerBase(nnUNetTrainer):
     #: (CLIP prompt embeddings), "binary" (a 2-layer MLP of the binary code, Fig. 5) or "unconditioned" (a zero
     #: indicator, control; see network.PROMPT_SOURCES); None: a plain U-Net
     prompt_source: str | None = None
-    #: registered text encoder of the prompts (nnunet_dsmm.text_encoder.TEXT_ENCODERS)
+    #: registered text encoder of the prompts (nnunet_dsmm.model.text_encoder.TEXT_ENCODERS)
     text_encoder: str = "clip-vit-b-32"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,

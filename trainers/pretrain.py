@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from nnunet_dsmm.losses import reconstruction_loss_eq1
-from nnunet_dsmm.masking import mask_input
-from nnunet_dsmm.network import FullModalPrediction, freeze_unused_heads
-from nnunet_dsmm.nnunet_internals import compiles
-from nnunet_dsmm.schedules import Stage
+from nnunet_dsmm.model.losses import reconstruction_loss_eq1
+from nnunet_dsmm.model.masking import mask_input
+from nnunet_dsmm.model.network import FullModalPrediction, freeze_unused_heads
+from nnunet_dsmm.nnunet.nnunet_internals import compiles
 from nnunet_dsmm.trainers.base import DSMMTrainerBase, StepBatch, StepResult
+from nnunet_dsmm.trainers.schedules import Stage
 from nnunet_dsmm.trainers.stages import TEACHER
 from nnunet_dsmm.trainers.teacher import DSMMTeacherTrainer
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.network import DSMMNetwork
+from nnunet_dsmm.model.network import DSMMNetwork
 
 #: encoder and decoder of a U-Net, without its prediction layers
 BACKBONE_PREFIXES = ("encoder.", "decoder.stages.", "decoder.transpconvs.")

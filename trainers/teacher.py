@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from nnunet_dsmm.network import build_segmentation_network
-from nnunet_dsmm.schedules import Stage
-from nnunet_dsmm.text_encoder import embedding_dim
+from nnunet_dsmm.model.network import build_segmentation_network
+from nnunet_dsmm.model.text_encoder import embedding_dim
 from nnunet_dsmm.trainers.base import DSMMTrainerBase
+from nnunet_dsmm.trainers.schedules import Stage
 
 
 class DSMMBaselineTrainer(DSMMTrainerBase):

@@ -24,7 +24,7 @@ from setuptools.build_meta import (  # noqa: F401  (re-exported PEP 517 hooks)
 
 PTH_NAME = "nnunet_dsmm-discovery.pth"
 # One line, executed by site.py at interpreter start; it only registers an import hook.
-PTH_LINE = "import nnunet_dsmm.discovery as _dsmm; _dsmm.install()\n"
+PTH_LINE = "import nnunet_dsmm.nnunet.discovery as _dsmm; _dsmm.install()\n"
 
 
 def _record_line(name: str, data: bytes) -> str:

@@ -9,7 +9,7 @@ import io
 import torch
 
 from nnunet_dsmm.benchmark.runtime import temporary_environment
-from nnunet_dsmm.nnunet_internals import deep_supervision_scales
+from nnunet_dsmm.nnunet.nnunet_internals import deep_supervision_scales
 
 
 def synthetic_batches(reference, count: int, batch_size: int, complete_share: float,

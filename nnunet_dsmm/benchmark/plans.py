@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 from nnunet_dsmm.benchmark.settings import BenchmarkError
-from nnunet_dsmm.brats import BRATS_CHANNELS, brats_dataset_json
+from nnunet_dsmm.data.brats import BRATS_CHANNELS, brats_dataset_json
 
 SYNTHETIC_CONFIGURATION = "3d_fullres"
 

@@ -26,7 +26,7 @@ def trainer_class(name: str):
     """nnUNetTrainer, or a DSMM trainer by its registered name."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from nnunet_dsmm.discovery import find_registered_class
+    from nnunet_dsmm.nnunet.discovery import find_registered_class
 
     found = nnUNetTrainer if name == REFERENCE_TRAINER else find_registered_class(name)
     if not (isinstance(found, type) and issubclass(found, nnUNetTrainer)):
@@ -148,8 +148,8 @@ def _time_combinations(predictors: dict, case: torch.Tensor, settings: Benchmark
     """Seconds for all 2^M - 1 channel combinations of one case with the DSMMTrainer model: one at a
     time (as that many ``nnUNetv2_predict`` runs predict, without their start-up and file I/O) and
     batched (as ``evaluate`` predicts), next to one stock prediction of the complete case."""
-    from nnunet_dsmm.modalities import all_combinations
-    from nnunet_dsmm.prediction import default_combinations_per_batch, predict_logits_of_combinations
+    from nnunet_dsmm.evaluation.prediction import default_combinations_per_batch, predict_logits_of_combinations
+    from nnunet_dsmm.model.modalities import all_combinations
 
     codes = torch.tensor(all_combinations(len(case)), dtype=case.dtype)
     volumes = case[None] * codes.reshape(*codes.shape, *[1] * (case.ndim - 1))

@@ -1,0 +1,2 @@
+"""Experiments: schedules, plans of trainings, their executors (local, SLURM), status, the ablation study
+and the demo."""

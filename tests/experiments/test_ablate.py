@@ -1,0 +1,89 @@
+"""``nnunet_dsmm ablate`` through the console script on the session's planned dataset: every row trained
+by convention, the tables written, finished trainings kept, more folds added; a failing training named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import SYNTH_ID, run_cmd
+
+DATASET_ID = SYNTH_ID
+
+
+@pytest.mark.slow
+def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(planned, tmp_path):
+    _, folder, _, env = planned
+    out = tmp_path / "ablation"
+    command = ["nnunet_dsmm", "ablate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "--table", "all",
+               "-i", str(folder / "imagesTs"), "-l", str(folder / "labelsTs"), "-o", str(out), "-device", "cpu",
+               "--budget", "smoke", "--disable-tta"]
+    plan = run_cmd(command + ["--dry-run"], env)
+    assert plan.stdout.count(" would train ") == 14 and "27 epochs (81 training iterations) to run" in plan.stdout
+    assert not out.joinpath("nnUNet_results").exists()
+    first = run_cmd(command, env, timeout=1800)
+    models = out / "nnUNet_results" / f"Dataset{DATASET_ID}_Synth"
+    epochs = {m.name.split("__")[0]: json.loads((m / "fold_0" / "dsmm_schedule.json").read_text())["num_epochs"]
+              for m in models.iterdir()}
+    # every row, the earlier stages it chains to (Mask-Rec: stage 2 without DA), and the two baselines
+    assert epochs == {"DSMMBaselineTrainer": 2, "DSMMTeacherTrainer": 2, "DSMMPretrainTrainer": 1,
+                      "DSMMPretrainNoDATrainer": 1,
+                      "DSMMFinetuneMaskRecTrainer": 2, "DSMMFinetuneDATrainer": 2, "DSMMTrainerNoCTD": 2,
+                      "DSMMTrainer": 2, "DSMMTrainerAvailableKD": 2, "DSMMTrainerFrozenRecovery": 2,
+                      "DSMMTrainerNoPGMA": 2, "DSMMTrainerBinaryCode": 2, "DSMMTrainerUnconditionedHeads": 2,
+                      "DSMMBaselineEpochMatchedTrainer": 3}
+    mask_rec_log = next((models / "DSMMFinetuneMaskRecTrainer__DSMMPlans__3d_fullres" / "fold_0").glob(
+        "training_log_*.txt")).read_text()
+    assert "DSMMPretrainNoDATrainer" in mask_rec_log and "loaded from" in mask_rec_log
+    document = (out / "ablation.md").read_text()
+    for title in ("Table 2", "Table 3", "Fig. 5", "Baselines"):
+        assert f"**{title}" in document
+    table2 = document.split("**Table 2")[1].split("**Table 3")[0]
+    labels = [line.split("|")[1].strip() for line in table2.splitlines() if line.startswith("| ")][1:]
+    assert labels == ["Mask-Rec", "+ DA", "+ PGMA", "+ CTD"]
+    assert "| (d) | `DSMMTrainerNoPGMA` | ✓ | ✓ | ✓ |" in document
+    assert (out / "fig5.png").stat().st_size > 1000
+    assert "Fig. 5" in first.stdout
+    again = run_cmd(command, env, timeout=1800)
+    assert again.stdout.count("already trained, kept") == len(epochs)
+    assert "0 epochs (0 training iterations) to run" in run_cmd(command + ["--dry-run"], env).stdout
+    # the complete-then-distill study in the same folder: only its own rows are new, each tested against + PGMA
+    ctd = [a if a != "all" else "ctd" for a in command]
+    run_cmd(ctd, env, timeout=1800)
+    trained = {m.name.split("__")[0] for m in models.iterdir()}
+    assert {"DSMMTrainerPGMATeacher", "DSMMTrainerDeepKD", "DSMMTrainerDetachedKD", "DSMMTrainerBeta001",
+            "DSMMTrainerAdaptedKD", "DSMMTrainerSelfKD"} <= trained
+    study = (out / "ablation.md").read_text().split("**Complete-then-distill study")[1]
+    assert "vs DSMMTrainerNoCTD (p)" in study and study.count("| `DSMMTrainer") >= 6
+    pgma_teacher_log = next((models / "DSMMTrainerPGMATeacher__DSMMPlans__3d_fullres" / "fold_0").glob(
+        "training_log_*.txt")).read_text()
+    assert "(DSMMTrainerNoCTD) loaded from" in pgma_teacher_log and "kd_bottleneck" in pgma_teacher_log
+    # a second fold in the same folder: fold 0 is kept, fold 1 trains; the tables evaluate the ensemble,
+    # a per-fold table each fold's model alone
+    two_folds = [a for a in ctd if a != "ctd"]
+    two_folds[two_folds.index("--table"):two_folds.index("--table") + 1] = ["--table", "3"]
+    two_folds[two_folds.index("-f") + 1:two_folds.index("-f") + 2] = ["0", "1"]
+    run_cmd(two_folds, env, timeout=1800)
+    assert all((m / "fold_1" / "checkpoint_final.pth").is_file() == (m.name.split("__")[0] in {
+        "DSMMBaselineTrainer", "DSMMBaselineEpochMatchedTrainer", "DSMMTeacherTrainer", "DSMMPretrainTrainer",
+        "DSMMFinetuneDATrainer", "DSMMTrainerAvailableKD", "DSMMTrainerFrozenRecovery", "DSMMTrainerNoPGMA",
+        "DSMMTrainer"}) for m in models.iterdir())
+    document = (out / "ablation.md").read_text()
+    assert "ensemble of folds 0, 1" in document.splitlines()[0]
+    per_fold = document.split("**Per fold")[1]
+    assert "| Row | Trainer | fold 0 | fold 1 | mean ± std over folds | ensemble of folds 0, 1 |" in per_fold
+    assert per_fold.count("| (d) | `DSMMTrainerNoPGMA` |") == 1
+    for folds, expected in (("fold_0", [0]), ("fold_1", [1]), ("folds_0_1", [0, 1])):
+        assert json.loads((out / "evaluation" / folds / "summary.json").read_text())["folds"] == expected
+
+
+@pytest.mark.slow
+def test_ablate_names_the_log_of_a_failing_training(planned, tmp_path):
+    _, folder, _, env = planned
+    result = run_cmd(["nnunet_dsmm", "ablate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-p", "NoSuchPlans",
+                      "--table", "3", "-i", str(folder / "imagesTs"), "-l", str(folder / "labelsTs"),
+                      "-o", str(tmp_path / "out"), "-device", "cpu", "--budget", "smoke"], env, check=False)
+    log = tmp_path / "out" / "logs" / "seed0_DSMMBaselineTrainer.log"  # the first training
+    assert result.returncode == 2 and str(log) in result.stderr and log.is_file()
+    assert "Traceback" not in result.stderr
