@@ -71,6 +71,7 @@ def collapse(trainer, label: int, shift: float = 10.0) -> None:
 
 
 @pytest.mark.parametrize(("name", "recovers"), [("DSMMTrainer", True), ("DSMMTrainerDiceOnly", False)])
+@pytest.mark.slow  # many real training steps (a minute each on 2 cores); quick: the loss-choice test below
 def test_a_collapsed_class_comes_back_under_dsmmtrainers_task_loss_on_plain_labels(name, recovers, tmp_path):
     torch.manual_seed(0)
     trainer = build_trainer(name, tmp_path, labels="plain")
