@@ -220,13 +220,16 @@ def test_one_spelling_and_one_default_per_concept():
     assert "(default 0.1)" in help_text("synth")
 
 
+def planned_folders(tmp_path, dataset: str) -> dict[str, str]:
+    """nnU-Net folders holding an (empty) plan of ``dataset``, enough for ``train --dry-run``."""
+    (tmp_path / "results" / dataset).mkdir(parents=True)
+    (tmp_path / "pre" / dataset).mkdir(parents=True)
+    (tmp_path / "pre" / dataset / "DSMMPlans.json").write_text(json.dumps({"configurations": {"3d_fullres": {}}}))
+    return {"nnUNet_results": str(tmp_path / "results"), "nnUNet_preprocessed": str(tmp_path / "pre")}
+
+
 def test_train_takes_a_budget_as_ablate_does(tmp_path):
-    (tmp_path / "results" / "Dataset961_X").mkdir(parents=True)
-    (tmp_path / "pre" / "Dataset961_X").mkdir(parents=True)
-    (tmp_path / "pre" / "Dataset961_X" / "DSMMPlans.json").write_text(json.dumps({"configurations": {
-        "3d_fullres": {}}}))
-    env = bare_env(nnUNet_results=str(tmp_path / "results"), nnUNet_preprocessed=str(tmp_path / "pre"),
-                   DSMM_TEXT_ENCODER="untrained")
+    env = bare_env(**planned_folders(tmp_path, "Dataset961_X"), DSMM_TEXT_ENCODER="untrained")
     command = ["nnunet_dsmm", "train", "-d", "961", "-c", "3d_fullres", "-f", "0", "-device", "cpu", "--dry-run"]
     smoke = run_cmd([*command, "--budget", "smoke"], env).stdout
     assert "schedule: --budget smoke" in smoke
@@ -247,12 +250,8 @@ def test_the_demo_budget_follows_the_device(tmp_path, device, budget):
 
 
 def test_train_warns_when_the_clip_weights_would_be_downloaded(tmp_path):
-    (tmp_path / "results" / "Dataset962_X").mkdir(parents=True)
-    (tmp_path / "pre" / "Dataset962_X").mkdir(parents=True)
-    (tmp_path / "pre" / "Dataset962_X" / "DSMMPlans.json").write_text(json.dumps({"configurations": {
-        "3d_fullres": {}}}))
-    env = bare_env(nnUNet_results=str(tmp_path / "results"), nnUNet_preprocessed=str(tmp_path / "pre"),
-                   HF_HOME=str(tmp_path / "empty_cache"), HF_HUB_OFFLINE="1")
+    env = bare_env(**planned_folders(tmp_path, "Dataset962_X"), HF_HOME=str(tmp_path / "empty_cache"),
+                   HF_HUB_OFFLINE="1")
     env = {k: v for k, v in env.items() if k not in ("DSMM_TEXT_ENCODER", "DSMM_CLIP_PRETRAINED")}
     command = ["nnunet_dsmm", "train", "-d", "962", "-c", "3d_fullres", "-f", "0", "-device", "cpu", "--dry-run"]
     offline = run_cmd(command, env)

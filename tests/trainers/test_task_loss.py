@@ -88,9 +88,10 @@ def test_a_collapsed_class_comes_back_under_dsmmtrainers_task_loss_on_plain_labe
     collapse(trainer, ENHANCING)
     collapsed = probability_where_present(trainer, *held_out, ENHANCING)
     assert collapsed < 1e-4
-    train(60)
+    train(120)
     ratio = probability_where_present(trainer, *held_out, ENHANCING) / collapsed
-    assert (ratio > 2) == recovers, f"{name}: probability of the collapsed class changed {ratio:.3g}-fold"
+    # Dice + CE brings the class back by 4-5 orders of magnitude; Dice alone drifts within a few fold
+    assert (ratio > 100) == recovers, f"{name}: probability of the collapsed class changed {ratio:.3g}-fold"
 
 
 @pytest.mark.parametrize("labels", ["regions", "plain"])
