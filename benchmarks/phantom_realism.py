@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 "-l", os.path.join(raw, "labelsTs"), "-o", evaluation, "-device", args.device, "--disable-tta",
                 *(["--seed-results", *[results_root(out, k) for k in range(args.seeds)]] if args.seeds > 1 else [])],
                env, os.path.join(logs, "evaluate.log"))
-    from nnunet_dsmm import results
+    from nnunet_dsmm.evaluation import results
 
     result = results.load(evaluation)
     profiles = {m: model_profile(result, m) for m in MODELS}

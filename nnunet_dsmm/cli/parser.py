@@ -18,6 +18,7 @@ from nnunet_dsmm.cli.commands import (
 )
 from nnunet_dsmm.cli.training import BUDGET_HELP, BUDGETS, add_executor_options, add_training_commands
 from nnunet_dsmm.data.raw_data import MISSING_AS
+from nnunet_dsmm.experiments.ablation import TABLES
 from nnunet_dsmm.nnunet.locations import fold_name
 
 #: nnUNetv2_train's and nnUNetv2_predict's -device choices; nnU-Net's default is cuda
@@ -192,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("-f", nargs="+", type=fold_name, default=[0], metavar="FOLD",
                         help="fold(s), e.g. -f 0 1 2 3 4 or -f all (default 0, as evaluate): each trained, their "
                              "ensemble evaluated as nnUNetv2_predict does")
-    ablate.add_argument("--table", default="all", choices=("2", "3", "fig5", "ctd", "all"),
-                        help="which ablation (default all)")
+    ablate.add_argument("--table", default="all", choices=(*TABLES, "all"),
+                        help="which ablation (default all: the paper's tables 2, 3 and fig5; decisive: which "
+                             "trainer, with the oracle teacher)")
     ablate.add_argument("-i", required=True, metavar="INPUT_FOLDER",
                         help="test images folder (nnU-Net raw naming, e.g. imagesTs)")
     ablate.add_argument("-l", required=True, metavar="LABELS_FOLDER", help="test labels folder (e.g. labelsTs)")

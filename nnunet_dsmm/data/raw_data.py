@@ -23,6 +23,9 @@ from nnunet_dsmm.errors import DSMMError
 
 #: key of a case's channel availability in nnU-Net's preprocessed properties (.pkl)
 AVAILABLE_CHANNELS_KEY = "available_channels"
+#: the side folder of a raw dataset, beside imagesTr, that keeps the true channels dropped from its training
+#: cases (``synth``); only the oracle teacher reads it
+DROPPED_FOLDER = "droppedTr"
 
 
 class RawDataError(DSMMError, ValueError):
@@ -126,6 +129,26 @@ def list_cases(images_dir: str, labels_dir: str | None, dataset_json: dict) -> l
 def training_cases(raw_dataset_folder: str, dataset_json: dict) -> list[RawCase]:
     return list_cases(os.path.join(raw_dataset_folder, "imagesTr"),
                       os.path.join(raw_dataset_folder, "labelsTr"), dataset_json)
+
+
+def complete_training_cases(raw_dataset_folder: str, dataset_json: dict) -> list[RawCase]:
+    """The training cases as they were before channels were dropped: each channel kept in ``DROPPED_FOLDER``
+    replaces the case's file in imagesTr (absent or all-zero). A ``RawDataError`` when the folder does not
+    exist or a case still lacks a channel."""
+    side = os.path.join(raw_dataset_folder, DROPPED_FOLDER)
+    if not os.path.isdir(side):
+        raise RawDataError(f"nnunet-dsmm: {side} does not exist: the true complete training cases are known only "
+                           f"for a dataset whose dropped channels were kept there (nnunet_dsmm synth writes it)")
+    cases = training_cases(raw_dataset_folder, dataset_json)
+    kept = {case.name: case.images for case in list_cases(side, None, dataset_json)}
+    ending = dataset_json["file_ending"]
+    for case in cases:
+        case.images.update(kept.get(case.name, {}))
+        for channel in range(num_channels(dataset_json)):
+            if channel not in case.images:
+                raise raw_error(case.name, os.path.join(side, f"{case.name}_{channel:04d}{ending}"),
+                                f"channel {channel} is in neither imagesTr nor {DROPPED_FOLDER}")
+    return cases
 
 
 _USER_NAMES = {"original_affine": "affine", "reoriented_affine": "reoriented affine"}  # nnU-Net's -> user's words
@@ -258,14 +281,14 @@ def write_raw_case(images_dir: str, case: str, channels: Sequence, reference, dr
 
 def write_raw_dataset(out_dir: str, dataset_json: dict, cases: Iterable[tuple[str, Sequence, object]],
                       dropped: dict[str, list[int]], missing_as: str, rng: np.random.Generator,
-                      manifest: dict, progress: str, dropped_folder: str | None = None) -> dict:
+                      manifest: dict, progress: str, keep_dropped: bool = False) -> dict:
     """Write a raw dataset with simulated missing modalities, then dataset.json and ``missing_manifest.json``.
 
     ``cases`` yields ``(name, channels, label_image)``: channel images (SimpleITK images or arrays)
     and the label as a SimpleITK image whose geometry the arrays take. Cases named in ``dropped``
     go to imagesTr/labelsTr without their dropped channels; the others go complete to
-    imagesTs/labelsTs. With ``dropped_folder``, the dropped channels themselves are kept there (for an
-    oracle that may see the true complete case). The manifest gets the channels, what was dropped and
+    imagesTs/labelsTs. With ``keep_dropped``, the dropped channels themselves are kept in ``DROPPED_FOLDER``
+    (for an oracle that may see the true complete case). The manifest gets the channels, what was dropped and
     how each dropped channel was written, and the test cases. Refuses a folder that already holds a dataset;
     on an error, removes what it wrote (the output folder too if it made it).
     """
@@ -293,8 +316,8 @@ def write_raw_dataset(out_dir: str, dataset_json: dict, cases: Iterable[tuple[st
                                  dropped.get(name, []), missing_as, ending, rng)
             if how:
                 written[name] = how
-            if dropped_folder and dropped.get(name):
-                side = os.path.join(out_dir, dropped_folder)
+            if keep_dropped and dropped.get(name):
+                side = os.path.join(out_dir, DROPPED_FOLDER)
                 if not os.path.isdir(side):
                     os.makedirs(side)
                     created.append(side)

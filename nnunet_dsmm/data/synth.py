@@ -273,4 +273,4 @@ def write_synthetic_dataset(out_dir: str, config: SynthConfig, name: str = "Synt
     manifest = {"source": "nnunet_dsmm synth (MNI ICBM152 2009a phantom)",
                 "config": {**config.__dict__, "shape": list(config.shape)}}
     return write_raw_dataset(out_dir, brats_dataset_json(len(train), name, config.labels), cases(), dropped,
-                             config.missing_as, rng, manifest, "Synthesising cases", dropped_folder="droppedTr")
+                             config.missing_as, rng, manifest, "Synthesising cases", keep_dropped=True)

@@ -65,6 +65,13 @@ TABLES = {
         AblationRow("H8 batch size: + CTD at the plan's batch size", "DSMMTrainerPlanBatch"),
         AblationRow("H8 batch size: stage 1 alone at batch size 1", "DSMMTeacherTrainerBatch1")),
         reference="DSMMTrainerNoCTD"),
+    "decisive": AblationTable("decisive", "Which trainer: each stage of the method against the row above, and the "
+                              "bound on completion", (), (
+        AblationRow("nnU-Net + modality dropout", "DSMMBaselineTrainer"),
+        AblationRow("stage 1 alone: + PGMA from scratch (DSMMSingleStageTrainer)", "DSMMTeacherTrainer"),
+        AblationRow("+ DA pre-training, + PGMA (no CTD)", "DSMMTrainerNoCTD"),
+        AblationRow("+ CTD (the full model)", "DSMMTrainer"),
+        AblationRow("+ CTD, oracle teacher: T sees the true complete case", "DSMMTrainerOracleTeacher"))),
 }
 FULL_MODEL = "DSMMTrainer"
 #: compared with the full model in every run: the plain baseline and the baseline given stages 2 + 3's epochs
