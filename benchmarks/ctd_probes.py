@@ -9,6 +9,9 @@ regions or plain labels, on every combination:
   dropped input: how close each student comes to T, and at which levels KD can move it at all;
 - T's Dice on the real full-modal input and on x̂_full, the dropped input completed by M_rec (the
   pre-trained φθ and DSMMTrainer's refined one): what completion costs the teacher;
+- the completion itself: PSNR and SSIM inside the brain of each missing channel of x̂_full against the
+  true channel (normalised space), per availability pattern, for φθ (after stage 2) and M_rec (after
+  stage 3), beside the trivial completion by the channel's mean (0 after nnU-Net's z-scoring);
 - the spread of Z_v (pooled bottleneck, the visual half of Eq. 6's indicator) over the combinations of
   a case, relative to its norm, with and without KD;
 - the gradient norms of L_task and β·L_KD on the student's encoder at the trained weights;
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from nnunet_dsmm.model.losses import feature_distances
 from nnunet_dsmm.model.masking import apply_channel_mask
@@ -76,6 +80,14 @@ def dice(logits: torch.Tensor, target: torch.Tensor, has_regions: bool) -> float
     return float(torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total)).mean())
 
 
+def completion_quality(truth: np.ndarray, guess: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    """PSNR and SSIM of one completed channel inside the brain (SSIM: the mean of its map there)."""
+    data_range = float(truth[brain].max() - truth[brain].min())
+    ssim_map = structural_similarity(truth, guess, data_range=data_range, full=True)[1]
+    return {"psnr": float(peak_signal_noise_ratio(truth[brain], guess[brain], data_range=data_range)),
+            "ssim": float(ssim_map[brain].mean())}
+
+
 def logged_terms(root: str, dataset: str, configuration: str) -> dict[str, dict[str, float]]:
     """For every training in ``root`` that logged KD terms: each ``train_loss_<term>`` averaged over the last
     quarter of its epochs."""
@@ -113,6 +125,8 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
     groups = label_manager.foreground_regions if has_regions else label_manager.foreground_labels
     levels: dict[str, dict[str, list]] = {n: {"mse": [], "cka": []} for n in students}
     teacher_dice: dict[str, dict[str, list]] = {}
+    #: completer -> missing channel -> pattern (the available channels) -> [{"psnr", "ssim"} per case]
+    completion: dict[str, dict[str, dict[str, list]]] = {}
     spread: dict[str, list] = {n: [] for n in (*students, "DSMMTeacherTrainer")}
     grad_norms: dict[str, list] = {"task": [], "beta_kd": []}
     beta = 0.1
@@ -127,6 +141,7 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
         loss_target = (target.float() if has_regions
                        else padded(np.maximum(seg, 0).astype(np.float32), config.patch_size))
         z_v: dict[str, list] = {n: [] for n in spread}
+        brain = (x.abs().sum(1)[0] > 0).numpy()
         with torch.no_grad():
             full_logits = teacher.predict(*unet_features(teacher.encoder, teacher.decoder, x), complete_code(x))[0]
         for code in all_combinations(len(names)):
@@ -140,10 +155,16 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
                 for key, recovery in (("x_full phi", phi), ("x_full M_rec", ctd.recovery)):
                     completed = x * keep[..., None, None, None] + recovery(x * keep[..., None, None, None]) * (
                         ~keep[..., None, None, None])
+                    for c in np.flatnonzero(~np.array(code)):
+                        completion.setdefault(key, {}).setdefault(names[c], {}).setdefault(label, []).append(
+                            completion_quality(x[0, c].numpy(), completed[0, c].numpy(), brain))
                     skips, feats = unet_features(teacher.encoder, teacher.decoder, completed)
                     entry[key].append(dice(teacher.predict(skips, feats, complete_code(x))[0], target, has_regions))
                     if key == "x_full M_rec":
                         teacher_features = skips + feats
+                for c in np.flatnonzero(~np.array(code)):  # the mean: 0 after z-scoring
+                    completion.setdefault("channel mean", {}).setdefault(names[c], {}).setdefault(label, []).append(
+                        completion_quality(x[0, c].numpy(), np.zeros_like(x[0, c].numpy()), brain))
                 skips, feats = unet_features(teacher.encoder, teacher.decoder, dropped)
                 entry["dropped, own prompt"].append(dice(teacher.predict(skips, feats, keep)[0], target, has_regions))
                 z_v["DSMMTeacherTrainer"].append(skips[-1].mean(dim=(2, 3, 4))[0])
@@ -174,6 +195,10 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
                          for label, entry in teacher_dice.items()},
         "teacher_dice_mean": {k: float(np.mean([np.mean(e[k]) for e in teacher_dice.values()]))
                               for k in next(iter(teacher_dice.values()))},
+        "completion": {key: {channel: {label: {m: float(np.mean([e[m] for e in entries])) for m in ("psnr", "ssim")}
+                                       for label, entries in patterns.items()}
+                             for channel, patterns in channels.items()}
+                       for key, channels in completion.items()},
         "z_v_relative_spread": {n: float(np.mean(v)) for n, v in spread.items()},
         "encoder_gradient_norm": {k: float(np.median(v)) for k, v in grad_norms.items()},
         "logged_terms": logged_terms(root, dataset, configuration),

@@ -27,7 +27,7 @@ from torch import distributed as dist
 from nnunet_dsmm.data.raw_data import available_channels, num_channels
 from nnunet_dsmm.model.masking import apply_channel_mask, modality_dropout
 from nnunet_dsmm.model.modalities import channel_names, prompts_in_index_order
-from nnunet_dsmm.model.text_encoder import embed_prompts
+from nnunet_dsmm.model.text_encoder import DEFAULT_TEXT_ENCODER, embed_prompts
 from nnunet_dsmm.nnunet.nnunet_internals import logged_values
 from nnunet_dsmm.trainers.cosine_lr import CosineLRScheduler
 from nnunet_dsmm.trainers.schedules import (
@@ -94,7 +94,7 @@ class DSMMTrainerBase(nnUNetTrainer):
     #: indicator, control; see network.PROMPT_SOURCES); None: a plain U-Net
     prompt_source: str | None = None
     #: registered text encoder of the prompts (nnunet_dsmm.model.text_encoder.TEXT_ENCODERS)
-    text_encoder: str = "clip-vit-b-32"
+    text_encoder: str = DEFAULT_TEXT_ENCODER
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):

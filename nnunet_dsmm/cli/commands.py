@@ -17,7 +17,14 @@ def _cmd_check(args) -> int:
         raise UsageError("nnunet_dsmm check: give -d DATASET_ID (with nnUNet_raw set) or --raw FOLDER")
     report = check_dataset(args.raw or raw_dataset_folder(args.d), show_progress=not args.no_progress)
     print(json.dumps(report, indent=2) if args.json else format_check_report(report))
-    return 1 if report["errors"] else 0
+    if report["errors"]:
+        return 1
+    from nnunet_dsmm.model.text_encoder import DEFAULT_TEXT_ENCODER, offline_warning
+
+    warning = offline_warning(DEFAULT_TEXT_ENCODER)  # the data is ready; can this node embed the prompts?
+    if warning:
+        print(warning, file=sys.stderr)
+    return 0
 
 
 def _cmd_synth(args) -> int:

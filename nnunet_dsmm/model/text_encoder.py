@@ -8,6 +8,7 @@ tests and demos: an untrained tower with a fixed seed, whose prompts carry no la
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,8 +27,10 @@ class TextEncoderConfig:
     pretrained: str
 
 
+#: the text encoder of the paper's prompts (CLIP ViT-B/32), every trainer's default
+DEFAULT_TEXT_ENCODER = "clip-vit-b-32"
 TEXT_ENCODERS = {
-    "clip-vit-b-32": TextEncoderConfig("ViT-B-32", "openai"),
+    DEFAULT_TEXT_ENCODER: TextEncoderConfig("ViT-B-32", "openai"),
     "clip-vit-b-16": TextEncoderConfig("ViT-B-16", "openai"),
 }
 
@@ -75,7 +78,10 @@ def load_clip(name: str, log: Callable[[str], None] = print) -> torch.nn.Module:
 def _weights_cached(model_name: str, tag: str) -> bool:
     """Whether open_clip's pretrained ``tag`` of ``model_name`` is in the Hugging Face cache (no download)."""
     from huggingface_hub import try_to_load_from_cache
-    from open_clip.pretrained import get_pretrained_cfg
+
+    with warnings.catch_warnings():  # open_clip's import warns about torch internals the user cannot change
+        warnings.simplefilter("ignore", FutureWarning)
+        from open_clip.pretrained import get_pretrained_cfg
 
     hub = get_pretrained_cfg(model_name, tag).get("hf_hub", "")
     if not hub:

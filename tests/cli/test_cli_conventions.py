@@ -266,3 +266,13 @@ def test_train_warns_when_the_clip_weights_would_be_downloaded(tmp_path):
     # a trainer without text prompts needs no weights
     baseline = run_cmd([*command, "-tr", "DSMMBaselineTrainer"], env)
     assert "WARNING" not in baseline.stderr
+
+
+def test_check_warns_as_train_does_when_the_clip_weights_would_be_downloaded(tmp_path):
+    folder, _ = make_dataset(tmp_path, 963, num_train=2, num_test=0, shape=(24, 24, 24))
+    env = {k: v for k, v in bare_env(HF_HOME=str(tmp_path / "empty_cache"), HF_HUB_OFFLINE="1").items()
+           if k not in ("DSMM_TEXT_ENCODER", "DSMM_CLIP_PRETRAINED")}
+    command = ["nnunet_dsmm", "check", "--raw", str(folder), "--no-progress"]
+    offline = run_cmd(command, env)
+    assert "the CLIP weights of ViT-B-32 ('openai') are not downloaded on this machine" in offline.stderr
+    assert "WARNING" not in run_cmd(command, {**env, "DSMM_TEXT_ENCODER": "untrained"}).stderr

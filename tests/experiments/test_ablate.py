@@ -59,6 +59,13 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
     pgma_teacher_log = next((models / "DSMMTrainerPGMATeacher__DSMMPlans__3d_fullres" / "fold_0").glob(
         "training_log_*.txt")).read_text()
     assert "(DSMMTrainerNoCTD) loaded from" in pgma_teacher_log and "kd_bottleneck" in pgma_teacher_log
+    # which trainer, in the same folder: only the oracle teacher is new; it reads the kept dropped channels
+    run_cmd([a if a != "all" else "decisive" for a in command], env, timeout=1800)
+    assert {m.name.split("__")[0] for m in models.iterdir()} - trained == {"DSMMTrainerOracleTeacher"}
+    decisive = (out / "ablation.md").read_text().split("**Which trainer")[1]
+    for row in ("DSMMBaselineTrainer", "DSMMTeacherTrainer", "DSMMTrainerNoCTD", "DSMMTrainer",
+                "DSMMTrainerOracleTeacher"):
+        assert f"| `{row}` |" in decisive, row
     # a second fold in the same folder: fold 0 is kept, fold 1 trains; the tables evaluate the ensemble,
     # a per-fold table each fold's model alone
     two_folds = [a for a in ctd if a != "ctd"]
