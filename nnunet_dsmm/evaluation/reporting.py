@@ -1,6 +1,7 @@
 """Every table and figure of an evaluation, from its ``EvaluationResult``: the paper's Table 1
-(``summary.md``), the DSC heatmap, the ablation tables and Fig. 5 (``ablate``), the Fig.-4-style
-overlays (``demo``) and the recovery preview (``recover``). All figures are drawn through ``figure``.
+(``summary.md``), the DSC heatmap, the ablation tables, Fig. 5 and the per-combination differences
+(``ablate``), the Fig.-4-style overlays (``demo``) and the recovery preview (``recover``).
+All figures are drawn through ``figure``.
 """
 
 from __future__ import annotations
@@ -182,6 +183,43 @@ def figure5(table: AblationTable, result: EvaluationResult, path: str) -> None:
         ax.set_ylabel(f"DSC (%), mean over {len(result.combinations)} combinations")
         ax.set_title(table.title, fontsize=9)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+
+
+def compared_rows(table: AblationTable) -> list[tuple[str, str]]:
+    """(trainer, the trainer it is compared with) for every row after the first: the row above, or the
+    table's reference."""
+    pairs, previous = [], None
+    for row in table.rows:
+        reference = table.reference or previous
+        if reference and reference != row.trainer:
+            pairs.append((row.trainer, reference))
+        previous = row.trainer
+    return pairs
+
+
+def row_differences(result: EvaluationResult, trainer: str, reference: str) -> np.ndarray:
+    """DSC of ``trainer`` minus that of ``reference`` in points, shape (combinations, regions)."""
+    return np.array([[100 * (result.results[trainer][r].combinations[c].dsc -
+                             result.results[reference][r].combinations[c].dsc) for r in result.regions]
+                     for c in result.combinations])
+
+
+def difference_heatmap(table: AblationTable, result: EvaluationResult, path: str) -> None:
+    """Where a row helps: its DSC minus that of the row it is compared with (``compared_rows``), in points,
+    per combination (rows) and region (columns), one panel per row; red where it gains, blue where it loses."""
+    pairs, regions, codes = compared_rows(table), result.regions, result.combinations
+    panels = [(f"{trainer}\nminus {reference}", row_differences(result, trainer, reference))
+              for trainer, reference in pairs]
+    limit = max([1.0, *(float(np.nanmax(np.abs(values))) for _, values in panels)])
+    size = (2.5 + 2.0 * len(pairs) * len(regions) / 3, 0.35 * len(codes) + 2)
+    with figure(path, 120, 1, len(pairs), figsize=size, squeeze=False) as (_, axes):
+        for ax, (title, values) in zip(axes[0], panels):
+            ax.imshow(values, vmin=-limit, vmax=limit, cmap="RdBu_r", aspect="auto")
+            ax.set_xticks(range(len(regions)), regions, rotation=30, ha="right")
+            ax.set_yticks(range(len(codes)), [combination_name([b == "1" for b in c], result.channels) for c in codes])
+            for (i, j), v in np.ndenumerate(values):
+                ax.text(j, i, f"{v:+.0f}", ha="center", va="center", fontsize=7)
+            ax.set_title(title, fontsize=8)
 
 
 def draw_overlays(image_file: str, label_file: str, predictions: dict[str, dict[str, str]], dataset_json: dict,

@@ -24,3 +24,5 @@ class AblationTable:
     rows: tuple[AblationRow, ...]
     #: the trainer every row is tested against (paired Wilcoxon); None: the row above
     reference: str | None = None
+    #: whether ``ablate`` also trains and reports the baselines beside this table's rows
+    with_baselines: bool = True

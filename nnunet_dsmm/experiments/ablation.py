@@ -18,7 +18,13 @@ from dataclasses import asdict
 
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.evaluation.evaluate import seed_label
-from nnunet_dsmm.evaluation.reporting import ablation_markdown, figure5, per_fold_markdown
+from nnunet_dsmm.evaluation.reporting import (
+    ablation_markdown,
+    compared_rows,
+    difference_heatmap,
+    figure5,
+    per_fold_markdown,
+)
 from nnunet_dsmm.evaluation.results import EvaluationResult
 from nnunet_dsmm.evaluation.tables import AblationRow, AblationTable
 from nnunet_dsmm.experiments.executors import dry_run as dry_run_lines
@@ -71,7 +77,8 @@ TABLES = {
         AblationRow("stage 1 alone: + PGMA from scratch (DSMMSingleStageTrainer)", "DSMMTeacherTrainer"),
         AblationRow("+ DA pre-training, + PGMA (no CTD)", "DSMMTrainerNoCTD"),
         AblationRow("+ CTD (the full model)", "DSMMTrainer"),
-        AblationRow("+ CTD, oracle teacher: T sees the true complete case", "DSMMTrainerOracleTeacher"))),
+        AblationRow("+ CTD, oracle teacher: T sees the true complete case", "DSMMTrainerOracleTeacher")),
+        with_baselines=False),
 }
 FULL_MODEL = "DSMMTrainer"
 #: compared with the full model in every run: the plain baseline and the baseline given stages 2 + 3's epochs
@@ -93,10 +100,15 @@ def selected_tables(choice: str) -> list[AblationTable]:
     return [TABLES[choice]]
 
 
+def baselines(tables: Sequence[AblationTable]) -> tuple[AblationRow, ...]:
+    """The baselines trained beside ``tables``: none when no table asks for them."""
+    return BASELINES if any(table.with_baselines for table in tables) else ()
+
+
 def evaluated_trainers(tables: Sequence[AblationTable]) -> list[str]:
     """The baselines and every row's trainer, each once, the full model last (the reference of the
     Table-1 summary in ``evaluation/``'s folders)."""
-    names = list(dict.fromkeys([row.trainer for row in BASELINES] +
+    names = list(dict.fromkeys([row.trainer for row in baselines(tables)] +
                                [row.trainer for table in tables for row in table.rows]))
     return sorted(names, key=lambda name: name == FULL_MODEL)
 
@@ -165,12 +177,16 @@ def run_ablation(request: AblationRequest, report: Callable[[str], None] = say) 
     # several folds: each fold's model alone as well (nnU-Net reports folds and predicts with their ensemble)
     per_fold = {} if len(folds) == 1 else {f: evaluated(f, evaluation_folder(out_dir, [f])) for f in folds}
     written = {}
-    for table in [*tables, AblationTable("baselines", "Baselines against the full model", (), BASELINES)]:
+    extra = [AblationTable("baselines", "Baselines against the full model", (), baselines(tables))] \
+        if baselines(tables) else []
+    for table in [*tables, *extra]:
         written[table.name] = ablation_markdown(table, result)
         if table.name == "fig5":
             figure5(table, result, os.path.join(out_dir, "fig5.png"))
+        if compared_rows(table):
+            difference_heatmap(table, result, os.path.join(out_dir, f"differences_{table.name}.png"))
     if per_fold:
-        rows = {row.trainer: row.label for row in [*(r for table in tables for r in table.rows), *BASELINES]}
+        rows = {row.trainer: row.label for row in [*(r for table in tables for r in table.rows), *baselines(tables)]}
         written["per_fold"] = per_fold_markdown([(label, t) for t, label in rows.items()], per_fold, result)
     seeds_note = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
     document = (f"# Ablations on {name} ({configuration}, {folds_note}, schedule {budget}, {seeds_note})\n\n"

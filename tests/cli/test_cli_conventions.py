@@ -122,11 +122,12 @@ def test_train_needs_nnunet_preprocessed_and_the_plans(tmp_path):
 def test_a_closed_pipe_ends_quietly(tmp_path):
     folder, _ = make_dataset(tmp_path, 957, num_train=2, num_test=0, shape=(24, 24, 24))
     command = [str(BIN / "nnunet_dsmm"), "check", "--raw", str(folder), "--json", "--no-progress"]
+    env = bare_env(DSMM_TEXT_ENCODER="untrained")  # no warning about CLIP weights on stderr
     piped = subprocess.run(" ".join(command) + " | head -1", shell=True, capture_output=True, text=True,
-                           executable="/bin/bash")
+                           executable="/bin/bash", env=env)
     assert piped.stdout == "{\n" and piped.stderr == "", piped.stderr
     # the reader is gone before anything is written: deterministic
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     process.stdout.close()
     stderr = process.stderr.read()
     assert process.wait() == 141 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

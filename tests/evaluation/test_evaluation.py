@@ -9,8 +9,9 @@ import pytest
 
 from nnunet_dsmm.evaluation import results
 from nnunet_dsmm.evaluation.metrics import EmptyMaskConvention, dice_and_hd95, region_masks
-from nnunet_dsmm.evaluation.reporting import table1_markdown
+from nnunet_dsmm.evaluation.reporting import compared_rows, difference_heatmap, row_differences, table1_markdown
 from nnunet_dsmm.evaluation.results import CaseScore, summarise
+from nnunet_dsmm.evaluation.tables import AblationRow, AblationTable
 from nnunet_dsmm.model.modalities import all_combinations, combination_name
 
 BRATS_JSON = {"channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"},
@@ -132,3 +133,16 @@ def test_a_saved_result_reads_back_the_same(tmp_path):
     written = (tmp_path / "results.csv").read_text().splitlines()
     assert written[0] == "model,seed,case,combination,code,region,dsc,hd95" and len(written) == len(rows) + 1
     assert summary.average_over_regions("ours") == pytest.approx([0.6, 0.6], abs=0.01)
+
+
+def test_each_row_is_drawn_against_the_row_above_per_combination_and_region(tmp_path):
+    summary = summarise(synthetic_rows(np.random.default_rng(0)), BRATS_JSON)
+    rows = (AblationRow("baseline", "baseline"), AblationRow("ours", "ours"))
+    assert compared_rows(AblationTable("t", "t", (), rows)) == [("ours", "baseline")]
+    assert compared_rows(AblationTable("t", "t", (), rows, reference="ours")) == [("baseline", "ours")]
+    differences = row_differences(summary, "ours", "baseline")
+    assert differences.shape == (15, 3)
+    assert differences == pytest.approx(np.full((15, 3), 10.0), abs=2.0)  # 0.1 better, noise 0.01 per case
+    path = tmp_path / "differences.png"
+    difference_heatmap(AblationTable("t", "t", (), rows), summary, str(path))
+    assert path.stat().st_size > 0
