@@ -1,5 +1,5 @@
 """The package's layers: imports run one way, from the command line down to the mathematics, and no
-module imports itself back through others (function-local imports count too)."""
+module imports itself back through others (function-local imports count too); no module is over 300 lines."""
 
 from __future__ import annotations
 
@@ -69,3 +69,8 @@ def test_imports_run_down_the_layers():
               if package_of(module) != package_of(target)
               and LAYER_OF[package_of(target)] >= LAYER_OF[package_of(module)]]
     assert not upward, upward
+
+
+def test_no_module_is_over_300_lines():
+    long = {name: n for name, path in module_files().items() if (n := len(path.read_text().splitlines())) > 300}
+    assert not long, f"split these modules by concern: {long}"

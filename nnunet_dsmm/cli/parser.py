@@ -17,7 +17,7 @@ from nnunet_dsmm.cli.commands import (
     _cmd_synth,
 )
 from nnunet_dsmm.cli.training import BUDGET_HELP, BUDGETS, add_executor_options, add_training_commands
-from nnunet_dsmm.data.raw_data import MISSING_AS
+from nnunet_dsmm.data.raw_writer import MISSING_AS
 from nnunet_dsmm.experiments.ablation import TABLES
 from nnunet_dsmm.nnunet.locations import fold_name
 

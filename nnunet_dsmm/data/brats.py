@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnunet_dsmm.data.raw_data import RawDataError, write_raw_dataset
+from nnunet_dsmm.data.raw_data import RawDataError
+from nnunet_dsmm.data.raw_writer import write_raw_dataset
 from nnunet_dsmm.model.modalities import simulate_missing
 
 BRATS_CHANNELS = ("FLAIR", "T1", "T1ce", "T2")

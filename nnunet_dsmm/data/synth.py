@@ -32,7 +32,7 @@ from scipy.ndimage import (
 )
 
 from nnunet_dsmm.data.brats import BRATS_CHANNELS, brats_dataset_json
-from nnunet_dsmm.data.raw_data import write_raw_dataset
+from nnunet_dsmm.data.raw_writer import write_raw_dataset
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.model.modalities import simulate_missing
 
