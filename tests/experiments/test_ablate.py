@@ -44,6 +44,7 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
     assert labels == ["Mask-Rec", "+ DA", "+ PGMA", "+ CTD"]
     assert "| (d) | `DSMMTrainerNoPGMA` | ✓ | ✓ | ✓ |" in document
     assert (out / "fig5.png").stat().st_size > 1000
+    assert all((out / f"differences_{table}.png").stat().st_size > 1000 for table in ("2", "3", "fig5"))
     assert "Fig. 5" in first.stdout
     again = run_cmd(command, env, timeout=1800)
     assert again.stdout.count("already trained, kept") == len(epochs)
@@ -63,6 +64,7 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
     run_cmd([a if a != "all" else "decisive" for a in command], env, timeout=1800)
     assert {m.name.split("__")[0] for m in models.iterdir()} - trained == {"DSMMTrainerOracleTeacher"}
     decisive = (out / "ablation.md").read_text().split("**Which trainer")[1]
+    assert "**Baselines" not in decisive and (out / "differences_decisive.png").stat().st_size > 1000
     for row in ("DSMMBaselineTrainer", "DSMMTeacherTrainer", "DSMMTrainerNoCTD", "DSMMTrainer",
                 "DSMMTrainerOracleTeacher"):
         assert f"| `{row}` |" in decisive, row
