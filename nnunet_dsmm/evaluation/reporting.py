@@ -211,7 +211,7 @@ def difference_heatmap(table: AblationTable, result: EvaluationResult, path: str
     panels = [(f"{trainer}\nminus {reference}", row_differences(result, trainer, reference))
               for trainer, reference in pairs]
     limit = max([1.0, *(float(np.nanmax(np.abs(values))) for _, values in panels)])
-    size = (2.5 + 2.0 * len(pairs) * len(regions) / 3, 0.35 * len(codes) + 2)
+    size = (2.5 + 2.6 * len(pairs) * len(regions) / 3, 0.35 * len(codes) + 2)
     with figure(path, 120, 1, len(pairs), figsize=size, squeeze=False) as (_, axes):
         for ax, (title, values) in zip(axes[0], panels):
             ax.imshow(values, vmin=-limit, vmax=limit, cmap="RdBu_r", aspect="auto")
