@@ -64,6 +64,20 @@ def padded(data: np.ndarray, patch: list[int], multiple: int = 16) -> torch.Tens
     return torch.from_numpy(np.pad(data, [(0, 0), *pad])).float()[None]
 
 
+def prepared_case(predictor: nnUNetPredictor, images: str, labels: str, case: str
+                  ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    """A complete case as the networks see it: the padded (1, M, ...) input, the preprocessed label map and
+    the padded (1, K, ...) masks of the K foreground regions or classes."""
+    manager, config, dataset_json = predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
+    label_manager = manager.get_label_manager(dataset_json)
+    groups = label_manager.foreground_regions if label_manager.has_regions else label_manager.foreground_labels
+    files = [os.path.join(images, f"{case}_{c:04d}.nii.gz") for c in range(len(channel_names(dataset_json)))]
+    data, seg, _ = config.preprocessor_class(verbose=False).run_case(
+        files, os.path.join(labels, f"{case}.nii.gz"), manager, config, dataset_json)
+    regions = np.stack([np.isin(seg[0], np.atleast_1d(r)) for r in groups])
+    return padded(data, config.patch_size), seg, padded(regions.astype(np.float32), config.patch_size).bool()
+
+
 def masks(logits: torch.Tensor, has_regions: bool) -> torch.Tensor:
     """(1, K, ...) bool masks of the K foreground regions (sigmoid > 0.5) or classes (argmax, background
     dropped) that the network predicts."""
@@ -116,13 +130,11 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
     dataset_json = teacher_predictor.dataset_json
     label_manager = manager.get_label_manager(dataset_json)
     names = channel_names(dataset_json)
-    preprocessor = config.preprocessor_class(verbose=False)
     cases = sorted(f[: -len(".nii.gz")] for f in os.listdir(labels) if f.endswith(".nii.gz"))
     has_regions = label_manager.has_regions
     dice_options = {"batch_dice": False, "smooth": 1e-5, "ddp": False}
     task_loss = (DC_and_BCE_loss({}, {**dice_options, "do_bg": True}, use_ignore_label=False) if has_regions
                  else DC_and_CE_loss({**dice_options, "do_bg": False}, {}))
-    groups = label_manager.foreground_regions if has_regions else label_manager.foreground_labels
     levels: dict[str, dict[str, list]] = {n: {"mse": [], "cka": []} for n in students}
     teacher_dice: dict[str, dict[str, list]] = {}
     #: completer -> missing channel -> pattern (the available channels) -> [{"psnr", "ssim"} per case]
@@ -131,12 +143,7 @@ def main(root: str, dataset: str, configuration: str, images: str, labels: str, 
     grad_norms: dict[str, list] = {"task": [], "beta_kd": []}
     beta = 0.1
     for case in cases:
-        files = [os.path.join(images, f"{case}_{c:04d}.nii.gz") for c in range(len(names))]
-        data, seg, _ = preprocessor.run_case(files, os.path.join(labels, f"{case}.nii.gz"), manager, config,
-                                             dataset_json)
-        x = padded(data, config.patch_size)
-        regions = np.stack([np.isin(seg[0], np.atleast_1d(r)) for r in groups])
-        target = padded(regions.astype(np.float32), config.patch_size).bool()
+        x, seg, target = prepared_case(teacher_predictor, images, labels, case)
         # the task loss's target: the regions as floats, or the label map
         loss_target = (target.float() if has_regions
                        else padded(np.maximum(seg, 0).astype(np.float32), config.patch_size))

@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 import torch
-from ctd_probes import completion_quality, dice, load, padded
+from ctd_probes import completion_quality, dice, load, prepared_case
 
 from nnunet_dsmm.model.modalities import all_combinations, channel_names
 from nnunet_dsmm.model.network import complete_code, unet_features
@@ -36,25 +36,18 @@ def main(dataset: str, configuration: str, images: str, labels: str, out: str, t
     teacher = teacher_predictor.network.eval()
     phis = {label: load(root, dataset, "DSMMPretrainTrainer", configuration).network.eval()
             for label, root in (item.split("=", 1) for item in pretrainings)}
-    manager, config = teacher_predictor.plans_manager, teacher_predictor.configuration_manager
     dataset_json = teacher_predictor.dataset_json
-    label_manager = manager.get_label_manager(dataset_json)
-    has_regions = label_manager.has_regions
-    groups = label_manager.foreground_regions if has_regions else label_manager.foreground_labels
+    has_regions = teacher_predictor.plans_manager.get_label_manager(dataset_json).has_regions
     names = channel_names(dataset_json)
-    preprocessor = config.preprocessor_class(verbose=False)
+    completers = {label: (lambda v, phi=phi: phi(v)) for label, phi in phis.items()}
+    completers["channel mean"] = torch.zeros_like
     cases = sorted(f[: -len(".nii.gz")] for f in os.listdir(labels) if f.endswith(".nii.gz"))
     combinations = [code for code in all_combinations(len(names)) if not all(code)]
     #: completer -> missing channel -> [{"psnr", "ssim"}]; input -> [(T's Dice, has T1ce)]
     quality: dict[str, dict[str, list]] = {}
     teacher_dice: dict[str, list] = {}
     for case in cases:
-        files = [os.path.join(images, f"{case}_{c:04d}.nii.gz") for c in range(len(names))]
-        data, seg, _ = preprocessor.run_case(files, os.path.join(labels, f"{case}.nii.gz"), manager, config,
-                                             dataset_json)
-        x = padded(data, config.patch_size)
-        regions = np.stack([np.isin(seg[0], np.atleast_1d(r)) for r in groups])
-        target = padded(regions.astype(np.float32), config.patch_size).bool()
+        x, _, target = prepared_case(teacher_predictor, images, labels, case)
         brain = (x.abs().sum(1)[0] > 0).numpy()
         for code in combinations:
             keep = torch.tensor([code])[..., None, None, None]
@@ -64,8 +57,6 @@ def main(dataset: str, configuration: str, images: str, labels: str, out: str, t
                 skips, features = unet_features(teacher.encoder, teacher.decoder, dropped)
                 own = teacher.predict(skips, features, keep[..., 0, 0, 0])[0]
                 teacher_dice.setdefault("dropped, own prompt", []).append((dice(own, target, has_regions), has_t1ce))
-                completers = {label: (lambda v, phi=phi: phi(v)) for label, phi in phis.items()}
-                completers["channel mean"] = torch.zeros_like
                 for label, complete in completers.items():
                     completed = dropped + complete(dropped) * ~keep
                     for c in np.flatnonzero(~np.array(code)):
