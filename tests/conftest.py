@@ -28,6 +28,15 @@ TINY_SCHEDULE = {"DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2", "
                  "DSMM_TEXT_ENCODER": "untrained"}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """A cache folder of the session's own (``XDG_CACHE_HOME``, inherited by every command the tests start):
+    the untrained text tower's prompt embeddings are computed once per session, never read from the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 def nnunet_env(root: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),

@@ -2,15 +2,20 @@
 
 By default the pretrained tower is loaded (tag or local checkpoint path from
 ``DSMM_CLIP_PRETRAINED``). ``DSMM_TEXT_ENCODER=untrained`` is an explicit opt-in for offline
-tests and demos: an untrained tower with a fixed seed, whose prompts carry no language prior.
+tests and demos: an untrained tower with a fixed seed, whose prompts carry no language prior. Its
+embeddings depend only on the prompts and the open_clip and torch versions, so they are kept in the
+user's cache folder and read from there by the next training that embeds the same prompts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import torch
 
@@ -25,13 +30,15 @@ UNTRAINED_SEED = 0
 class TextEncoderConfig:
     model_name: str
     pretrained: str
+    #: width of the text embedding (open_clip's ``embed_dim`` of the model; checked by the tests)
+    width: int
 
 
 #: the text encoder of the paper's prompts (CLIP ViT-B/32), every trainer's default
 DEFAULT_TEXT_ENCODER = "clip-vit-b-32"
 TEXT_ENCODERS = {
-    DEFAULT_TEXT_ENCODER: TextEncoderConfig("ViT-B-32", "openai"),
-    "clip-vit-b-16": TextEncoderConfig("ViT-B-16", "openai"),
+    DEFAULT_TEXT_ENCODER: TextEncoderConfig("ViT-B-32", "openai", 512),
+    "clip-vit-b-16": TextEncoderConfig("ViT-B-16", "openai", 512),
 }
 
 
@@ -40,10 +47,15 @@ class TextEncoderError(DSMMError, RuntimeError):
 
 
 def embedding_dim(name: str) -> int:
-    """Width of the text embedding of a registered config (read from open_clip's bundled config)."""
-    import open_clip
+    """Width of the text embedding of a registered config (no import of open_clip: prediction needs only this)."""
+    return TEXT_ENCODERS[name].width
 
-    return int(open_clip.get_model_config(TEXT_ENCODERS[name].model_name)["embed_dim"])
+
+def untrained_warning(name: str, log: Callable[[str], None]) -> None:
+    log("nnunet-dsmm WARNING: " + "!" * 60)
+    log(f"nnunet-dsmm WARNING: {TEXT_ENCODER_ENV}=untrained: the {TEXT_ENCODERS[name].model_name} text tower is "
+        f"UNTRAINED (seed {UNTRAINED_SEED}); prompts carry NO language prior. For tests and offline demos only.")
+    log("nnunet-dsmm WARNING: " + "!" * 60)
 
 
 def load_clip(name: str, log: Callable[[str], None] = print) -> torch.nn.Module:
@@ -53,10 +65,7 @@ def load_clip(name: str, log: Callable[[str], None] = print) -> torch.nn.Module:
     config = TEXT_ENCODERS[name]
     mode = os.environ.get(TEXT_ENCODER_ENV, "pretrained")
     if mode == "untrained":
-        log("nnunet-dsmm WARNING: " + "!" * 60)
-        log(f"nnunet-dsmm WARNING: {TEXT_ENCODER_ENV}=untrained: the {config.model_name} text tower is UNTRAINED "
-            f"(seed {UNTRAINED_SEED}); prompts carry NO language prior. For tests and offline demos only.")
-        log("nnunet-dsmm WARNING: " + "!" * 60)
+        untrained_warning(name, log)
         with torch.random.fork_rng():
             torch.manual_seed(UNTRAINED_SEED)
             return open_clip.create_model(config.model_name, pretrained=None).eval()
@@ -108,12 +117,42 @@ def offline_warning(name: str) -> str | None:
             f"{TEXT_ENCODER_ENV}=untrained to train without a language prior.")
 
 
+def untrained_cache_file(prompts: Sequence[str], name: str) -> str:
+    """Where the untrained tower's embeddings of ``prompts`` are kept: ``$XDG_CACHE_HOME/nnunet_dsmm``
+    (default ``~/.cache/nnunet_dsmm``), named by the model, the prompts and the open_clip and torch versions."""
+    key = "\n".join([TEXT_ENCODERS[name].model_name, str(UNTRAINED_SEED), version("open_clip_torch"),
+                     torch.__version__, *prompts])
+    folder = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "nnunet_dsmm")
+    return os.path.join(folder, f"untrained_{name}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt")
+
+
 @torch.no_grad()
-def embed_prompts(prompts: Sequence[str], name: str, log: Callable[[str], None] = print) -> torch.Tensor:
-    """(N, D) L2-normalised text embeddings Z_t of the prompts."""
+def encode_prompts(prompts: Sequence[str], name: str, log: Callable[[str], None]) -> torch.Tensor:
+    """(N, D) L2-normalised text embeddings Z_t of the prompts, computed by the CLIP text tower."""
     import open_clip
 
     model = load_clip(name, log)
     tokens = open_clip.get_tokenizer(TEXT_ENCODERS[name].model_name)(list(prompts))
     embeddings = model.encode_text(tokens).float()
     return embeddings / embeddings.norm(dim=-1, keepdim=True)
+
+
+def embed_prompts(prompts: Sequence[str], name: str, log: Callable[[str], None] = print) -> torch.Tensor:
+    """(N, D) L2-normalised text embeddings Z_t of the prompts (Eq. 6); those of the untrained tower are
+    read from the cache when an earlier run computed them (``untrained_cache_file``)."""
+    if os.environ.get(TEXT_ENCODER_ENV, "pretrained") != "untrained":
+        return encode_prompts(prompts, name, log)
+    path = untrained_cache_file(prompts, name)
+    if os.path.isfile(path):
+        untrained_warning(name, log)
+        log(f"nnunet-dsmm: untrained prompt embeddings read from {path}")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    embeddings = encode_prompts(prompts, name, log)
+    try:  # written under a temporary name and renamed: runs at the same time never read half a file
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".tmp", delete=False) as file:
+            torch.save(embeddings, file)
+        os.replace(file.name, path)
+    except OSError as error:  # a read-only home only costs the next run the same seconds
+        log(f"nnunet-dsmm: untrained prompt embeddings not cached ({error})")
+    return embeddings

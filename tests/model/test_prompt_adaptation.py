@@ -22,7 +22,7 @@ from nnunet_dsmm.model.network import (
     freeze_unused_heads,
     unet_features,
 )
-from nnunet_dsmm.model.text_encoder import TextEncoderError, embed_prompts
+from nnunet_dsmm.model.text_encoder import TEXT_ENCODERS, TextEncoderError, embed_prompts, embedding_dim
 from nnunet_dsmm.trainers.base import StepBatch
 from nnunet_dsmm.trainers.dsmm import DSMMTrainer
 from tests.conftest import small_unet
@@ -37,17 +37,32 @@ def test_code_detected_from_the_input():
                                                 [True, True, True, True]]
 
 
-def test_untrained_text_tower_gives_distinct_prompt_embeddings(monkeypatch):
+def test_untrained_text_tower_gives_distinct_prompt_embeddings_computed_once_then_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("DSMM_TEXT_ENCODER", "untrained")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     names = ["FLAIR", "T1", "T1ce", "T2"]
     prompts = [prompt(c, names) for c in all_combinations(4)]
-    logged = []
-    embeddings = embed_prompts(prompts, "clip-vit-b-32", logged.append)
-    assert embeddings.shape == (15, 512)
+    computed, cached = [], []
+    embeddings = embed_prompts(prompts, "clip-vit-b-32", computed.append)
+    assert embeddings.shape == (15, embedding_dim("clip-vit-b-32"))
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(15))
     assert torch.cdist(embeddings, embeddings).add(torch.eye(15)).min() > 1e-3
-    assert any("UNTRAINED" in line and "NO language prior" in line for line in logged)
-    assert torch.equal(embeddings, embed_prompts(prompts, "clip-vit-b-32", logged.append))
+    # the next training reads the same embeddings from the cache and still says they carry no prior
+    assert torch.equal(embeddings, embed_prompts(prompts, "clip-vit-b-32", cached.append))
+    for logged in (computed, cached):
+        assert any("UNTRAINED" in line and "NO language prior" in line for line in logged)
+    assert not any("read from" in line for line in computed)
+    assert any(str(tmp_path / "nnunet_dsmm") in line for line in cached)
+    # other prompts are another cache entry (computed, not the first entry read back)
+    assert torch.allclose(embed_prompts(prompts[:3], "clip-vit-b-32", lambda _: None), embeddings[:3], atol=1e-6)
+    assert len(list((tmp_path / "nnunet_dsmm").glob("*.pt"))) == 2
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_ENCODERS))
+def test_the_registered_width_of_each_text_encoder_is_open_clips(name):
+    import open_clip
+
+    assert embedding_dim(name) == open_clip.get_model_config(TEXT_ENCODERS[name].model_name)["embed_dim"]
 
 
 def test_a_local_checkpoint_path_is_loaded_and_a_missing_one_explains_what_to_do(monkeypatch, tmp_path):
