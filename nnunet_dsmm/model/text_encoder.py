@@ -32,13 +32,15 @@ class TextEncoderConfig:
     pretrained: str
     #: width of the text embedding (open_clip's ``embed_dim`` of the model; checked by the tests)
     width: int
+    #: where open_clip downloads the ``pretrained`` weights from (its ``hf_hub``; checked by the tests)
+    hf_hub: str
 
 
 #: the text encoder of the paper's prompts (CLIP ViT-B/32), every trainer's default
 DEFAULT_TEXT_ENCODER = "clip-vit-b-32"
 TEXT_ENCODERS = {
-    DEFAULT_TEXT_ENCODER: TextEncoderConfig("ViT-B-32", "openai", 512),
-    "clip-vit-b-16": TextEncoderConfig("ViT-B-16", "openai", 512),
+    DEFAULT_TEXT_ENCODER: TextEncoderConfig("ViT-B-32", "openai", 512, "timm/vit_base_patch32_clip_224.openai/"),
+    "clip-vit-b-16": TextEncoderConfig("ViT-B-16", "openai", 512, "timm/vit_base_patch16_clip_224.openai/"),
 }
 
 
@@ -84,15 +86,18 @@ def load_clip(name: str, log: Callable[[str], None] = print) -> torch.nn.Module:
     return model.eval()
 
 
-def _weights_cached(model_name: str, tag: str) -> bool:
-    """Whether open_clip's pretrained ``tag`` of ``model_name`` is in the Hugging Face cache (no download)."""
+def _weights_cached(config: TextEncoderConfig, tag: str) -> bool:
+    """Whether open_clip's pretrained ``tag`` of the model is in the Hugging Face cache (no download; open_clip
+    is imported only for a tag other than the registered one)."""
     from huggingface_hub import try_to_load_from_cache
 
-    with warnings.catch_warnings():  # open_clip's import warns about torch internals the user cannot change
-        warnings.simplefilter("ignore", FutureWarning)
-        from open_clip.pretrained import get_pretrained_cfg
-
-    hub = get_pretrained_cfg(model_name, tag).get("hf_hub", "")
+    if tag == config.pretrained:
+        hub = config.hf_hub
+    else:
+        with warnings.catch_warnings():  # open_clip's import warns about torch internals the user cannot change
+            warnings.simplefilter("ignore", FutureWarning)
+            from open_clip.pretrained import get_pretrained_cfg
+        hub = get_pretrained_cfg(config.model_name, tag).get("hf_hub", "")
     if not hub:
         return False
     repo, filename = os.path.split(hub)
@@ -107,7 +112,7 @@ def offline_warning(name: str) -> str | None:
         return None
     config = TEXT_ENCODERS[name]
     pretrained = os.environ.get(CLIP_PRETRAINED_ENV) or config.pretrained
-    if os.path.isfile(pretrained) or _weights_cached(config.model_name, pretrained):
+    if os.path.isfile(pretrained) or _weights_cached(config, pretrained):
         return None
     where = (f"{CLIP_PRETRAINED_ENV}={pretrained} is neither a file nor an open_clip tag downloaded here"
              if os.environ.get(CLIP_PRETRAINED_ENV) else

@@ -59,10 +59,13 @@ def test_untrained_text_tower_gives_distinct_prompt_embeddings_computed_once_the
 
 
 @pytest.mark.parametrize("name", sorted(TEXT_ENCODERS))
-def test_the_registered_width_of_each_text_encoder_is_open_clips(name):
+def test_the_registered_width_and_weights_of_each_text_encoder_are_open_clips(name):
     import open_clip
+    from open_clip.pretrained import get_pretrained_cfg
 
-    assert embedding_dim(name) == open_clip.get_model_config(TEXT_ENCODERS[name].model_name)["embed_dim"]
+    config = TEXT_ENCODERS[name]
+    assert embedding_dim(name) == open_clip.get_model_config(config.model_name)["embed_dim"]
+    assert config.hf_hub == get_pretrained_cfg(config.model_name, config.pretrained)["hf_hub"]
 
 
 def test_a_local_checkpoint_path_is_loaded_and_a_missing_one_explains_what_to_do(monkeypatch, tmp_path):
