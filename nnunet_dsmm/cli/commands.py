@@ -42,13 +42,14 @@ def _cmd_synth(args) -> int:
 
 def _cmd_convert(args) -> int:
     from nnunet_dsmm.data.brats import convert_brats
+    from nnunet_dsmm.data.raw_writer import MANIFEST_FILE
 
     manifest = convert_brats(args.input, args.output, args.fm_ratio, args.data_seed, args.split, args.missing_as,
                              args.name, args.missing_rates)
     reduced = sum(1 for channels in manifest["dropped"].values() if channels)
     print(f"Converted {len(manifest['dropped'])} training cases ({reduced} with modalities removed) and "
           f"{len(manifest['split']['test'])} test cases of {manifest['naming']} to {args.output}; manifest: "
-          f"{os.path.join(args.output, 'missing_manifest.json')}")
+          f"{os.path.join(args.output, MANIFEST_FILE)}")
     return 0
 
 

@@ -16,6 +16,9 @@ from nnunet_dsmm.data.raw_data import DROPPED_FOLDER, RawDataError, num_channels
 
 MISSING_AS = ("absent", "zero", "mixed")
 
+#: what a written dataset lacks, per case and channel (absent file or all-zero), and its test cases
+MANIFEST_FILE = "missing_manifest.json"
+
 
 def write_raw_case(images_dir: str, case: str, channels: Sequence, reference, dropped: Sequence[int],
                    missing_as: str, file_ending: str, rng: np.random.Generator,
@@ -93,7 +96,7 @@ def write_raw_dataset(out_dir: str, dataset_json: dict, cases: Iterable[tuple[st
         raise
     manifest = {**manifest, "channels": [dataset_json["channel_names"][str(c)] for c in range(num_channels(
         dataset_json))], "dropped": dropped, "written_as": written, "test_cases": test_cases}
-    for file, content in (("dataset.json", dataset_json), ("missing_manifest.json", manifest)):
+    for file, content in (("dataset.json", dataset_json), (MANIFEST_FILE, manifest)):
         with open(os.path.join(out_dir, file), "w") as f:
             json.dump(content, f, indent=2)
     return manifest

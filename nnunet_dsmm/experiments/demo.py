@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nnunet_dsmm.data.raw_writer import MANIFEST_FILE
 from nnunet_dsmm.errors import DSMMError
 from nnunet_dsmm.evaluation import results
 from nnunet_dsmm.evaluation.evaluate import seed_label
@@ -195,7 +196,7 @@ def run_demo(request: DemoRequest) -> dict:
           *[a for m in models for a in ("-tr", m)], "-f", "0", "-i", os.path.join(raw, "imagesTs"),
           "-l", os.path.join(raw, "labelsTs"), "-o", evaluation, "-device", device, *several]
          + ([] if budget.mirroring else ["--disable_tta"]))
-    with open(os.path.join(raw, "missing_manifest.json")) as f:
+    with open(os.path.join(raw, MANIFEST_FILE)) as f:
         case = json.load(f)["test_cases"][0]
     recovered = os.path.join(out_dir, "recovered")
     step("recover hidden T1ce", ["nnunet_dsmm", "recover", "-d", str(DATASET_ID), "-c", CONFIGURATION,
