@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,12 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from filelock import FileLock
 
 from nnunet_dsmm.benchmark.batches import batch_for, synthetic_batches
 from nnunet_dsmm.benchmark.plans import SYNTHETIC_CONFIGURATION, synthetic_plans
 from nnunet_dsmm.benchmark.runner import preprocessed_placeholder, random_stage_checkpoints, trainer_class
 from nnunet_dsmm.benchmark.runtime import temporary_environment
 from nnunet_dsmm.data.brats import brats_dataset_json
+from nnunet_dsmm.data.raw_writer import MANIFEST_FILE
 from nnunet_dsmm.data.synth import SynthConfig, write_synthetic_dataset
 
 BIN = Path(sys.executable).parent
@@ -28,12 +32,36 @@ TINY_SCHEDULE = {"DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2", "
                  "DSMM_TEXT_ENCODER": "untrained"}
 
 
+def session_folder(tmp_path_factory, name: str) -> Path:
+    """A folder that every process of the test session shares: the run's base temporary folder, or, with
+    pytest-xdist, the folder above the workers' own ones."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per test session, whichever worker asks first; the others wait for it and
+    get the same folder. A build that fails leaves no folder behind, so the next one tries again."""
+    folder = session_folder(tmp_path_factory, name)
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            try:
+                build(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory):
     """A cache folder of the session's own (``XDG_CACHE_HOME``, inherited by every command the tests start):
     the untrained text tower's prompt embeddings are computed once per session, never read from the user's."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("XDG_CACHE_HOME", str(session_folder(tmp_path_factory, "cache")))
         yield
 
 
@@ -110,7 +138,8 @@ SYNTH_ID = 901
 def tiny_planned(tmp_path_factory) -> Path:
     """5 training cases of 24^3 and no test case, planned and preprocessed; returns the root of its
     nnU-Net folders (its ``results`` folder stays unused)."""
-    return plan_dataset(tmp_path_factory.mktemp("tiny"), TINY_ID, num_train=5, num_test=0, shape=(24, 24, 24))
+    return built_once(tmp_path_factory, "tiny", lambda root: plan_dataset(root, TINY_ID, num_train=5, num_test=0,
+                                                                         shape=(24, 24, 24)))
 
 
 @pytest.fixture(scope="session")
@@ -118,12 +147,15 @@ def synth_planned(tmp_path_factory) -> tuple[Path, Path, dict]:
     """6 training cases with absent and all-zero channels and 2 test cases (32^3), planned and preprocessed
     with the stock command and our planner; returns the root of its nnU-Net folders, the raw dataset
     folder and its manifest."""
-    root = tmp_path_factory.mktemp("synth")
-    folder, manifest = make_dataset(root, SYNTH_ID, num_train=6, num_test=2, fm_ratio=0.0, missing_as="mixed")
-    kinds = {how for case in manifest["written_as"].values() for how in case.values()}
-    assert kinds == {"absent", "zero"}, kinds  # both kinds of "missing" occur
-    plan_and_preprocess(root, SYNTH_ID)
-    return root, folder, manifest
+    def build(root: Path) -> None:
+        _, manifest = make_dataset(root, SYNTH_ID, num_train=6, num_test=2, fm_ratio=0.0, missing_as="mixed")
+        kinds = {how for case in manifest["written_as"].values() for how in case.values()}
+        assert kinds == {"absent", "zero"}, kinds  # both kinds of "missing" occur
+        plan_and_preprocess(root, SYNTH_ID)
+
+    root = built_once(tmp_path_factory, "synth", build)
+    folder = root / "raw" / f"Dataset{SYNTH_ID:03d}_Synth"
+    return root, folder, json.loads((folder / MANIFEST_FILE).read_text())
 
 
 #: the end-to-end schedule: every stage 2 epochs of 3 iterations (learns nothing), an untrained text tower
