@@ -9,7 +9,13 @@ import pytest
 
 from nnunet_dsmm.evaluation import results
 from nnunet_dsmm.evaluation.metrics import EmptyMaskConvention, dice_and_hd95, region_masks
-from nnunet_dsmm.evaluation.reporting import compared_rows, difference_heatmap, row_differences, table1_markdown
+from nnunet_dsmm.evaluation.reporting import (
+    ablation_markdown,
+    compared_rows,
+    difference_heatmap,
+    row_differences,
+    table1_markdown,
+)
 from nnunet_dsmm.evaluation.results import CaseScore, summarise
 from nnunet_dsmm.evaluation.tables import AblationRow, AblationTable
 from nnunet_dsmm.model.modalities import all_combinations, combination_name
@@ -146,3 +152,21 @@ def test_each_row_is_drawn_against_the_row_above_per_combination_and_region(tmp_
     path = tmp_path / "differences.png"
     difference_heatmap(AblationTable("t", "t", (), rows), summary, str(path))
     assert path.stat().st_size > 0
+
+
+def test_an_ablation_table_tests_each_row_against_the_row_above_or_against_its_reference():
+    summary = summarise(synthetic_rows(np.random.default_rng(0)), BRATS_JSON)
+    rows = (AblationRow("(a)", "baseline", ("DA",)), AblationRow("(b)", "ours", ("DA", "CTD")))
+    chained = ablation_markdown(AblationTable("t", "Chained", ("DA", "CTD"), rows), summary).splitlines()
+    assert chained[0] == "**Chained**"
+    assert chained[2] == "| Row | Trainer | DA | CTD | whole tumor | tumor core | enhancing tumor | Avg. | " \
+                         "vs previous row (p) |"
+    assert chained[4].startswith("| (a) | `baseline` | ✓ |  | ") and chained[4].endswith(" |  |")
+    # 8 cases, all better: exact p = 2 / 2^8 per region, and better (↑)
+    assert chained[5].startswith("| (b) | `ours` | ✓ | ✓ | ")
+    assert chained[5].endswith(" | 0.0078↑ / 0.0078↑ / 0.0078↑ |")
+    # the complete-then-distill study: every row against one reference row, worse (↓) than it
+    study = ablation_markdown(AblationTable("ctd", "Study", ("DA", "CTD"), rows, reference="ours"), summary)
+    assert "| vs ours (p) |" in study.splitlines()[2]
+    assert study.splitlines()[4].endswith(" | 0.0078↓ / 0.0078↓ / 0.0078↓ |")
+    assert study.splitlines()[5].endswith(" |  |")

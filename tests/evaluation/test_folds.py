@@ -11,35 +11,32 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from tests.conftest import TINY_SCHEDULE, make_dataset, nnunet_env, run_cmd
+from tests.conftest import SYNTH_ID, TINY_SCHEDULE, nnunet_env, run_cmd
 
-DATASET_ID = 904
+DATASET_ID = SYNTH_ID
 EVALUATE = ["nnunet_dsmm", "evaluate", "-d", str(DATASET_ID), "-c", "3d_fullres", "-tr", "DSMMTrainer",
             "-device", "cpu", "--disable-tta"]
 RECOVER = ["nnunet_dsmm", "recover", "-d", str(DATASET_ID), "-c", "3d_fullres", "--hide", "T2", "-device", "cpu"]
 
 
 @pytest.fixture(scope="module")
-def two_folds(tmp_path_factory):
-    """DSMMTrainer folds 0 and 1 (one epoch of two iterations each) on random earlier stages; the
-    test case's images as their own folder."""
+def two_folds(planned, tmp_path_factory):
+    """DSMMTrainer folds 0 and 1 of the session's planned dataset (one epoch of two iterations each) on
+    random earlier stages; the first test case's images as their own folder."""
     from nnunet_dsmm.benchmark.runner import random_stage_checkpoints, trainer_class
 
-    root = tmp_path_factory.mktemp("folds")
-    folder, manifest = make_dataset(root, DATASET_ID, num_train=6, num_test=1)
-    env = nnunet_env(root, **TINY_SCHEDULE)
-    run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe", "DSMMFingerprintExtractor",
-             "-pl", "DSMMPlanner", "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar"], env)
+    root, folder, manifest, env = planned
+    env = {**env, **TINY_SCHEDULE}
     preprocessed = root / "preprocessed" / f"Dataset{DATASET_ID}_Synth"
     env.update(random_stage_checkpoints(trainer_class("DSMMTrainer"), json.loads((preprocessed / "DSMMPlans.json")
                                         .read_text()), "3d_fullres",
-                                        json.loads((preprocessed / "dataset.json").read_text()), str(root)))
+                                        json.loads((preprocessed / "dataset.json").read_text()),
+                                        str(tmp_path_factory.mktemp("stages"))))
     for fold in (0, 1):
         run_cmd(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", str(fold), "-p", "DSMMPlans", "-tr", "DSMMTrainer",
                  "-device", "cpu"], env)
     case = manifest["test_cases"][0]
-    images = root / "images"
-    images.mkdir()
+    images = tmp_path_factory.mktemp("images")
     for c in range(4):
         (images / f"{case}_{c:04d}.nii.gz").symlink_to(folder / "imagesTs" / f"{case}_{c:04d}.nii.gz")
     return env, folder, case, images

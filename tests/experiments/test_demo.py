@@ -48,17 +48,22 @@ def test_one_overlay_per_combination(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tmp_path):
-    """The whole demo at smoke size with 2 seeds and plain labels, through the console script."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def test_an_interrupted_demo_resumes_then_trains_every_model_per_seed_and_reports_mean_and_std(tmp_path):
+    """The whole demo at smoke size with 2 seeds and plain labels, through the console script. Killed during
+    its first training, then run again in the same folder, it keeps what is done (synthesis, planning) and
+    continues that training with --c instead of refusing the folder."""
     out = tmp_path / "demo"
-    result = subprocess.run([str(Path(sys.executable).parent / "nnunet_dsmm"), "demo", "-device", "cpu", "-o", str(out),
-                             "--budget", "smoke", "--seeds", "2", "--labels", "plain"], capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    command = ["nnunet_dsmm", "demo", "-device", "cpu", "-o", str(out), "--budget", "smoke", "--seeds", "2",
+               "--labels", "plain"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    run_until(command, env, lambda line: line.rstrip().endswith("Epoch 1"))
+    assert json.loads((out / "demo_state.json").read_text())["done"] == ["synthesise", "plan and preprocess"]
+    resumed = run_cmd(command, env)
+    assert "resuming the demo run" in resumed.stdout and "synthesise ..." not in resumed.stdout
+    assert "DSMMBaselineTrainer: interrupted at epoch 1 of 2; continuing it: nnUNetv2_train" in resumed.stdout
+    log = (out / "logs" / "seed0_DSMMBaselineTrainer.log").read_text()
+    assert log.count("=== ") == 2 and log.splitlines()[0].endswith("-device cpu")
+
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     assert summary["seeds"] == ["seed_0", "seed_1"]
     assert summary["models"] == ["DSMMBaselineTrainer", "DSMMBaselineEpochMatchedTrainer", "DSMMTrainer"]
@@ -75,20 +80,3 @@ def test_demo_with_seeds_trains_every_model_per_seed_and_reports_mean_and_std(tm
         assert f"DSMM_SEED={seed}" in log and "L_task = Dice + CE/BCE (task_loss='dice_ce', plain labels)" in log
     report = json.loads((out / "demo_report.json").read_text())
     assert report["seeds"] == 2 and set(report["mean_dsc_std_over_seeds"]) == set(summary["models"])
-
-
-@pytest.mark.slow
-def test_an_interrupted_demo_resumes_in_its_folder(tmp_path):
-    """Killed during its first training, the demo run again in the same folder keeps what is done
-    (synthesis, planning) and continues that training with --c instead of refusing the folder."""
-    out = tmp_path / "demo"
-    command = ["nnunet_dsmm", "demo", "-device", "cpu", "-o", str(out), "--budget", "smoke"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
-    run_until(command, env, lambda line: line.rstrip().endswith("Epoch 1"))
-    assert json.loads((out / "demo_state.json").read_text())["done"] == ["synthesise", "plan and preprocess"]
-    resumed = run_cmd(command, env)
-    assert "resuming the demo run" in resumed.stdout and "synthesise ..." not in resumed.stdout
-    assert "DSMMBaselineTrainer: interrupted at epoch 1 of 2; continuing it: nnUNetv2_train" in resumed.stdout
-    assert (out / "demo_report.json").is_file()
-    log = (out / "logs" / "seed0_DSMMBaselineTrainer.log").read_text()
-    assert log.count("=== ") == 2 and log.splitlines()[0].endswith("-device cpu")
