@@ -72,7 +72,9 @@ def reference_step(name: str, root: Path) -> dict:
     return {"initial": initial, "grads": grads}
 
 
-def worker(rank: int, name: str, root: str, reference: dict | None) -> None:
+def worker(rank: int, names: list[str], root: str, references: dict[str, dict | None]) -> None:
+    """Every trainer of ``names`` in turn, in one process group of two ranks (started once: a process pair
+    costs more than the steps of a tiny network)."""
     import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer
 
     def ddp_without_device_ids(module, device_ids=None, **kwargs):
@@ -83,40 +85,53 @@ def worker(rank: int, name: str, root: str, reference: dict | None) -> None:
     dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2,
                             timeout=timedelta(seconds=60))
     try:
-        torch.manual_seed(0)
-        trainer = build(name, Path(root) / f"rank{rank}")
-        assert trainer.is_ddp and isinstance(trainer.network, DistributedDataParallel) and trainer.batch_size == 1
-        frozen = frozen_state(trainer)
-        for step in range(2):  # rank 0's sample is complete, rank 1's misses channels (M_rec on one rank only)
-            trainer.train_step(batch_for(trainer, rank_batch(global_batch(trainer, "mixed"), rank)))
-            flat = torch.cat([p.detach().flatten() for p in module_of(trainer).parameters()])
-            gathered = [torch.empty_like(flat) for _ in range(2)]
-            dist.all_gather(gathered, flat)
-            assert torch.equal(gathered[0], gathered[1]), f"{name}: weights differ between ranks after step {step}"
-        after = frozen_state(trainer)
-        assert all(torch.equal(frozen[k], after[k]) for k in frozen), f"{name}: a frozen network changed"
-        assert all(not p.requires_grad for network in trainer.stage_networks.values() for p in network.parameters())
-        if reference is not None:
-            module_of(trainer).load_state_dict(reference["initial"])
-            trainer.optimizer.state.clear()
-            torch.manual_seed(1)
-            trainer.train_step(batch_for(trainer, rank_batch(global_batch(trainer, "single"), rank)))
-            grads = {n: p.grad for n, p in module_of(trainer).named_parameters() if p.grad is not None}
-            expected = {n: g for n, g in reference["grads"].items() if g.abs().sum() > 0}
-            assert set(expected) <= set(grads), f"{name}: {sorted(set(expected) - set(grads))[:3]} got no gradient"
-            for n, g in expected.items():
-                assert torch.allclose(grads[n], g, rtol=1e-3, atol=1e-6), f"{name}: gradient of {n} differs"
+        for name in names:
+            trains_like_one_process(rank, name, Path(root) / name, references[name])
     finally:
         dist.destroy_process_group()
 
 
-#: one trainer per stage in the quick tier; every other variant under DDP in the full one (two processes
-#: each, about half a minute on a 2-core CPU)
-QUICK = {"DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMTrainer"}
+def trains_like_one_process(rank: int, name: str, root: Path, reference: dict | None) -> None:
+    """Two steps of ``name`` on this rank: the ranks' weights stay equal and frozen networks frozen; and,
+    from the reference's initial weights, this rank's gradients are those of one process on both samples."""
+    torch.manual_seed(0)
+    trainer = build(name, root / f"rank{rank}")
+    assert trainer.is_ddp and isinstance(trainer.network, DistributedDataParallel) and trainer.batch_size == 1
+    frozen = frozen_state(trainer)
+    for step in range(2):  # rank 0's sample is complete, rank 1's misses channels (M_rec on one rank only)
+        trainer.train_step(batch_for(trainer, rank_batch(global_batch(trainer, "mixed"), rank)))
+        flat = torch.cat([p.detach().flatten() for p in module_of(trainer).parameters()])
+        gathered = [torch.empty_like(flat) for _ in range(2)]
+        dist.all_gather(gathered, flat)
+        assert torch.equal(gathered[0], gathered[1]), f"{name}: weights differ between ranks after step {step}"
+    after = frozen_state(trainer)
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen), f"{name}: a frozen network changed"
+    assert all(not p.requires_grad for network in trainer.stage_networks.values() for p in network.parameters())
+    if reference is not None:
+        module_of(trainer).load_state_dict(reference["initial"])
+        trainer.optimizer.state.clear()
+        torch.manual_seed(1)
+        trainer.train_step(batch_for(trainer, rank_batch(global_batch(trainer, "single"), rank)))
+        grads = {n: p.grad for n, p in module_of(trainer).named_parameters() if p.grad is not None}
+        expected = {n: g for n, g in reference["grads"].items() if g.abs().sum() > 0}
+        assert set(expected) <= set(grads), f"{name}: {sorted(set(expected) - set(grads))[:3]} got no gradient"
+        for n, g in expected.items():
+            assert torch.allclose(grads[n], g, rtol=1e-3, atol=1e-6), f"{name}: gradient of {n} differs"
 
 
-@pytest.mark.parametrize("name", [name if name in QUICK else pytest.param(name, marks=pytest.mark.slow)
-                                  for name in TRAINERS])
-def test_every_stage_and_variant_trains_under_ddp_like_one_process(name, tmp_path):
-    reference = None if name in RANDOM_PER_SAMPLE else reference_step(name, tmp_path)
-    mp.spawn(worker, args=(name, str(tmp_path), reference), nprocs=2, join=True)
+def train_under_ddp(names: list[str], root: Path) -> None:
+    references = {name: None if name in RANDOM_PER_SAMPLE else reference_step(name, root / name) for name in names}
+    mp.spawn(worker, args=(names, str(root), references), nprocs=2, join=True)
+
+
+#: one trainer per stage in the quick tier; every other variant under DDP in the full one
+QUICK = ["DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMTrainer"]
+
+
+def test_every_stage_trains_under_ddp_like_one_process(tmp_path):
+    train_under_ddp(QUICK, tmp_path)
+
+
+@pytest.mark.slow
+def test_every_variant_trains_under_ddp_like_one_process(tmp_path):
+    train_under_ddp([name for name in TRAINERS if name not in QUICK], tmp_path)
