@@ -58,7 +58,7 @@ def test_an_interrupted_demo_resumes_then_trains_every_model_per_seed_and_report
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
     run_until(command, env, lambda line: line.rstrip().endswith("Epoch 1"))
     assert json.loads((out / "demo_state.json").read_text())["done"] == ["synthesise", "plan and preprocess"]
-    resumed = run_cmd(command, env)
+    resumed = run_cmd(command, env, timeout=2400)  # 10 trainings, evaluation and recovery: ~17 min on a busy CPU
     assert "resuming the demo run" in resumed.stdout and "synthesise ..." not in resumed.stdout
     assert "DSMMBaselineTrainer: interrupted at epoch 1 of 2; continuing it: nnUNetv2_train" in resumed.stdout
     log = (out / "logs" / "seed0_DSMMBaselineTrainer.log").read_text()
