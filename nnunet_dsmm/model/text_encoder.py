@@ -155,9 +155,12 @@ def embed_prompts(prompts: Sequence[str], name: str, log: Callable[[str], None] 
     embeddings = encode_prompts(prompts, name, log)
     try:  # written under a temporary name and renamed: runs at the same time never read half a file
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".tmp", delete=False) as file:
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".tmp") as file:
             torch.save(embeddings, file)
-        os.replace(file.name, path)
+            file.flush()
+            os.link(file.name, path)  # the temporary name goes when the file closes, whatever happened
+    except FileExistsError:  # another run cached the same embeddings first
+        pass
     except OSError as error:  # a read-only home only costs the next run the same seconds
         log(f"nnunet-dsmm: untrained prompt embeddings not cached ({error})")
     return embeddings
