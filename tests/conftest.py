@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ from nnunet_dsmm.benchmark.runtime import temporary_environment
 from nnunet_dsmm.data.brats import brats_dataset_json
 from nnunet_dsmm.data.raw_writer import MANIFEST_FILE
 from nnunet_dsmm.data.synth import SynthConfig, write_synthetic_dataset
+from nnunet_dsmm.trainers.schedules import CPU_THREADS_VARIABLE
 
 BIN = Path(sys.executable).parent
 #: a schedule that trains every stage for one epoch of two iterations (learns nothing; for the command paths)
@@ -65,6 +68,24 @@ def session_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cores_shared_by_the_workers():
+    """With pytest-xdist, each worker and every command it starts gets its share of the cores (as
+    ``--jobs N`` shares them between trainings): without it each of N workers runs torch on every core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        yield
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", CPU_THREADS_VARIABLE):
+            patch.setenv(variable, threads)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
+        yield
+        torch.set_num_threads(previous)
+
+
 def nnunet_env(root: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
@@ -80,6 +101,32 @@ def run_cmd(args: list[str], env: dict[str, str], check: bool = True, timeout: i
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-5000:]}")
+    return result
+
+
+def run_cli(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    """``run_cmd`` for ``["nnunet_dsmm", ...]`` through the console script's ``main`` in this process, in
+    ``env``: the same exit status and output without an interpreter start that imports torch and nnU-Net
+    again. Only for what reads its environment when the command runs (nnU-Net's folders, our variables);
+    Hugging Face's cache folder, for example, is read once at import."""
+    from nnunet_dsmm.cli.main import main
+
+    assert args[0] == "nnunet_dsmm", args
+    saved = dict(os.environ)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = main(args[1:])
+    except SystemExit as exit:  # argparse's usage errors and --help, as the console script exits
+        status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    result = subprocess.CompletedProcess(args, status, stdout.getvalue(), stderr.getvalue())
+    if check and status != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({status}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
 
 

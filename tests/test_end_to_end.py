@@ -243,8 +243,9 @@ def test_batched_combinations_predict_what_nnunet_predicts_one_at_a_time(planned
     files = sorted(str(p) for p in (folder / "imagesTs").glob(f"{case}_*.nii.gz"))
     data = config.preprocessor_class(verbose=False).run_case(files, None, predictor.plans_manager, config,
                                                              predictor.dataset_json)[0]
-    # larger than a tile along every axis, so that overlapping tiles are blended
-    data = np.pad(data, [(0, 0)] + [(3, p // 2) for p in config.patch_size])
+    # larger than a tile along the first axis, so that two overlapping tiles are blended (two, not eight:
+    # every tile is predicted 8 times, mirrored, per combination and per way)
+    data = np.pad(data, [(0, 0), (3, config.patch_size[0] // 2)] + [(0, 0)] * (len(config.patch_size) - 1))
     codes = np.array(all_combinations(4)[::7], dtype=np.float32)  # one, two and four channels
     volumes = torch.from_numpy(data[None] * codes[:, :, None, None, None])
     batched = predict_logits_of_combinations(predictor, volumes)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, make_dataset, run_cmd
+from tests.conftest import BIN, make_dataset, run_cli, run_cmd
 
 NETWORK_COMMANDS = ("train", "evaluate", "recover", "demo", "ablate", "benchmark")
 
@@ -112,9 +112,9 @@ def test_train_needs_nnunet_preprocessed_and_the_plans(tmp_path):
     (tmp_path / "results" / "Dataset956_X").mkdir(parents=True)
     env = bare_env(nnUNet_results=str(tmp_path / "results"))
     command = ["nnunet_dsmm", "train", "-d", "956", "-c", "3d_fullres", "-f", "0", "--dry-run"]
-    assert_user_error(run_cmd(command, env, check=False), "nnUNet_preprocessed is not set")
+    assert_user_error(run_cli(command, env, check=False), "nnUNet_preprocessed is not set")
     (tmp_path / "pre" / "Dataset956_X").mkdir(parents=True)
-    result = run_cmd(command, {**env, "nnUNet_preprocessed": str(tmp_path / "pre")}, check=False)
+    result = run_cli(command, {**env, "nnUNet_preprocessed": str(tmp_path / "pre")}, check=False)
     assert_user_error(result, "DSMMPlans.json; plan and preprocess the dataset first: nnUNetv2_plan_and_preprocess "
                               "-d 956 -fpe DSMMFingerprintExtractor -pl DSMMPlanner -c 3d_fullres")
 
@@ -232,11 +232,11 @@ def planned_folders(tmp_path, dataset: str) -> dict[str, str]:
 def test_train_takes_a_budget_as_ablate_does(tmp_path):
     env = bare_env(**planned_folders(tmp_path, "Dataset961_X"), DSMM_TEXT_ENCODER="untrained")
     command = ["nnunet_dsmm", "train", "-d", "961", "-c", "3d_fullres", "-f", "0", "-device", "cpu", "--dry-run"]
-    smoke = run_cmd([*command, "--budget", "smoke"], env).stdout
+    smoke = run_cli([*command, "--budget", "smoke"], env).stdout
     assert "schedule: --budget smoke" in smoke
     assert "DSMMTeacherTrainer: would train 2 epochs" in smoke and "DSMMPretrainTrainer: would train 1 epochs" in smoke
     assert "5 epochs (15 training iterations)" in smoke
-    paper = run_cmd(command, env).stdout
+    paper = run_cli(command, env).stdout
     assert "DSMMTrainer: would train 1000 epochs" in paper and "(650000 training iterations)" in paper
 
 
@@ -259,13 +259,14 @@ def test_train_warns_when_the_clip_weights_would_be_downloaded(tmp_path):
     assert "the CLIP weights of ViT-B-32 ('openai') are not downloaded on this machine" in offline.stderr
     assert "DSMM_CLIP_PRETRAINED=/path/to/open_clip_pytorch_model.bin" in offline.stderr
     assert "DSMM_TEXT_ENCODER=untrained" in offline.stderr and "would train" in offline.stdout
-    wrong = run_cmd(command, {**env, "DSMM_CLIP_PRETRAINED": str(tmp_path / "absent.bin")})
+    # the cases that do not look into Hugging Face's cache (read at import) run in this process
+    wrong = run_cli(command, {**env, "DSMM_CLIP_PRETRAINED": str(tmp_path / "absent.bin")})
     assert f"DSMM_CLIP_PRETRAINED={tmp_path / 'absent.bin'} is neither a file" in wrong.stderr
     (tmp_path / "clip.bin").write_bytes(b"weights")
     for chosen in ({"DSMM_CLIP_PRETRAINED": str(tmp_path / "clip.bin")}, {"DSMM_TEXT_ENCODER": "untrained"}):
-        assert "WARNING" not in run_cmd(command, {**env, **chosen}).stderr, chosen
+        assert "WARNING" not in run_cli(command, {**env, **chosen}).stderr, chosen
     # a trainer without text prompts needs no weights
-    baseline = run_cmd([*command, "-tr", "DSMMBaselineTrainer"], env)
+    baseline = run_cli([*command, "-tr", "DSMMBaselineTrainer"], env)
     assert "WARNING" not in baseline.stderr
 
 

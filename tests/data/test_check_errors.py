@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from tests.conftest import make_dataset, run_cmd
+from tests.conftest import make_dataset, run_cli, run_cmd
 
 
 def small_dataset(tmp_path: Path, num_train: int = 3) -> tuple[Path, list[str]]:
@@ -22,10 +22,12 @@ def small_dataset(tmp_path: Path, num_train: int = 3) -> tuple[Path, list[str]]:
     return folder, sorted(manifest["dropped"])
 
 
-def check(folder: Path, *options: str):
-    """Run the real command; no traceback, whatever happens."""
-    result = run_cmd(["nnunet_dsmm", "check", "--raw", str(folder), "--no-progress", *options], dict(os.environ),
-                     check=False, timeout=300)
+def check(folder: Path, *options: str, console_script: bool = False):
+    """Run the command (its ``main`` in this process, or the installed console script); no traceback,
+    whatever happens."""
+    args = ["nnunet_dsmm", "check", "--raw", str(folder), "--no-progress", *options]
+    result = (run_cmd(args, dict(os.environ), check=False, timeout=300) if console_script
+              else run_cli(args, dict(os.environ), check=False))
     assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
     return result
 
@@ -172,7 +174,7 @@ def test_every_error_of_the_dataset_is_listed(tmp_path):
     rewrite_label(labels / f"{cases[2]}.nii.gz", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 0, 7, a))
     json_file = folder / "dataset.json"
     json_file.write_text(json.dumps({**json.loads(json_file.read_text()), "numTraining": 9}))
-    result = check(folder)
+    result = check(folder, console_script=True)
     assert result.returncode == 1
     errors = errors_of(result)
     assert "5 error(s)" in result.stdout and len(errors) == 5, result.stdout
@@ -182,6 +184,6 @@ def test_every_error_of_the_dataset_is_listed(tmp_path):
                                 (cases[2], labels / f"{cases[2]}.nii.gz", "does not declare (7;")]:
         assert any(f"case '{case}', file '{file}'" in e and problem in e for e in errors), (case, problem)
     assert any('"numTraining" is 9 but imagesTr holds 4' in e for e in errors)
-    report = json.loads(check(folder, "--json").stdout)
+    report = json.loads(check(folder, "--json", console_script=True).stdout)
     assert isinstance(report["errors"], list) and sorted(report["errors"]) == sorted(errors)
     assert list(report["splits"]["imagesTr"]["cases"]) == [cases[3]]

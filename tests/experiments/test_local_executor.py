@@ -29,8 +29,11 @@ def command(*extra: str) -> list[str]:
 
 
 def own_env(tiny_planned: Path, results: Path) -> dict[str, str]:
-    """The planned dataset with ``results`` as nnUNet_results."""
-    return {**nnunet_env(tiny_planned), **TINY_SCHEDULE, "nnUNet_results": str(results)}
+    """The planned dataset with ``results`` as nnUNet_results; the cores are the executor's to share
+    (not the test workers' share)."""
+    env = {**nnunet_env(tiny_planned), **TINY_SCHEDULE, "nnUNet_results": str(results)}
+    env.pop(CPU_THREADS_VARIABLE, None)
+    return env
 
 
 def fold(results: Path, trainer: str, k: int) -> Path:

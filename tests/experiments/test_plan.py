@@ -12,7 +12,7 @@ from nnunet_dsmm.experiments.experiment import trainings_for
 from nnunet_dsmm.experiments.plan import build_plan, estimate_seconds, folder_log, seed_log, step_times_ms
 from nnunet_dsmm.experiments.slurm import script_text
 from nnunet_dsmm.trainers.schedules import SCHEDULES
-from tests.conftest import run_cmd
+from tests.conftest import run_cli
 
 NAME = "Dataset961_Synth"
 CHAIN = ("DSMMTeacherTrainer", "DSMMPretrainTrainer", "DSMMTrainer")
@@ -105,7 +105,7 @@ def fake_planned(tmp_path: Path) -> dict:
 
 def test_dry_run_lists_every_training_per_fold_and_estimates_the_device_time(tmp_path):
     env = fake_planned(tmp_path)
-    out = run_cmd(["nnunet_dsmm", "train", "-d", "961", "-c", "3d_fullres", "-f", "0", "1", "-device", "cpu",
+    out = run_cli(["nnunet_dsmm", "train", "-d", "961", "-c", "3d_fullres", "-f", "0", "1", "-device", "cpu",
                    "--jobs", "2", "--dry-run", "--step-time-ms", "1000"], env).stdout
     assert out.count("would train 2 epochs") == 6
     assert ("fold 1, 2 epochs, start; runs on cpu, 2 at a time after DSMMPretrainTrainer_fold1, "
@@ -115,7 +115,7 @@ def test_dry_run_lists_every_training_per_fold_and_estimates_the_device_time(tmp
     assert ("estimated device time: 2.0 min (1000 ms per training step, validation not counted); longest chain of "
             "dependent trainings 1.0 min; at least 1.0 min of wall time on 2 device(s)") in out
     assert not (tmp_path / "results").exists()
-    unknown = run_cmd(["nnunet_dsmm", "train", "-d", "961", "-c", "3d_fullres", "-f", "all", "--dry-run",
+    unknown = run_cli(["nnunet_dsmm", "train", "-d", "961", "-c", "3d_fullres", "-f", "all", "--dry-run",
                        "--devices", "0,1"], env).stdout
     assert "runs on cuda, one of CUDA_VISIBLE_DEVICES 0,1" in unknown and "give --step-time-ms MS" in unknown
 
@@ -127,17 +127,17 @@ def test_options_that_do_not_go_together_are_usage_errors(tmp_path):
                            (["--partition", "gpu"], "--partition only apply with --executor slurm"),
                            (["--executor", "slurm", "--jobs", "2"], "--devices and --jobs are for --executor local"),
                            (["--devices", "0", "--jobs", "2"], "not both")):
-        result = run_cmd(base + extra, env, check=False)
+        result = run_cli(base + extra, env, check=False)
         assert result.returncode == 2 and message in result.stderr and result.stderr.startswith("nnunet"), extra
-    bad = run_cmd(base + ["--devices", "0,x"], env, check=False)
+    bad = run_cli(base + ["--devices", "0,x"], env, check=False)
     assert bad.returncode == 2 and "distinct CUDA device ids" in bad.stderr
-    missing = run_cmd(base + ["--benchmark-json", str(tmp_path / "none.json")], env, check=False)
+    missing = run_cli(base + ["--benchmark-json", str(tmp_path / "none.json")], env, check=False)
     assert missing.returncode == 2 and "nnunet_dsmm benchmark --json" in missing.stderr
 
 
 def test_ablate_dry_run_lists_every_row_per_seed_and_fold_and_the_slurm_jobs_it_would_submit(tmp_path):
     env = fake_planned(tmp_path)
-    out = run_cmd(["nnunet_dsmm", "ablate", "-d", "961", "-c", "3d_fullres", "-f", "0", "1", "--seeds", "2",
+    out = run_cli(["nnunet_dsmm", "ablate", "-d", "961", "-c", "3d_fullres", "-f", "0", "1", "--seeds", "2",
                    "--table", "all", "-i", str(tmp_path), "-l", str(tmp_path), "-o", str(tmp_path / "out"),
                    "--budget", "smoke", "--dry-run", "--executor", "slurm", "--step-time-ms", "100"], env).stdout
     assert out.count(" would train ") == 14 * 2 * 2 and out.count("runs on new SLURM job") == 56

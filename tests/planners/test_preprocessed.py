@@ -74,11 +74,22 @@ def test_benchmark_on_the_preprocessed_dataset_with_nnunet_batches(planned, tmp_
     out = tmp_path / "bench.json"
     results = Path(env["nnUNet_results"])
     before = sorted(p.name for p in results.rglob("*")) if results.exists() else []
-    run_cmd(["nnunet_dsmm", "benchmark", "-d", str(DATASET_ID), "-device", "cpu", "--real-batches", "--steps", "1",
-             "--warmup", "0", "-tr", "DSMMTrainer", "--no-prediction", "--json", str(out)], env)
+    table = run_cmd(["nnunet_dsmm", "benchmark", "-d", str(DATASET_ID), "-device", "cpu", "--real-batches", "--steps",
+                     "1", "--warmup", "0", "-tr", "DSMMTrainer", "--prediction-repeats", "1", "--disable-tta",
+                     "--combinations", "--json", str(out)], env).stdout
     report = json.loads(out.read_text())
     assert report["plan"]["source"] == f"Dataset{DATASET_ID}_Synth/DSMMPlans"
-    assert report["settings"]["real_batches"] and report["prediction"] is None
+    assert report["settings"]["real_batches"] and report["prediction"]["use_mirroring"] is False
+    assert report["prediction"]["DSMMTrainer"]["ratio"] == pytest.approx(
+        report["prediction"]["DSMMTrainer"]["median_s"] / report["prediction"]["nnUNetTrainer"]["median_s"])
+    # all 15 channel combinations of one case: one at a time and batched, against one stock prediction
+    combinations = report["combinations"]
+    assert combinations["combinations"] == 15
+    for name in ("stock, one prediction", "one combination at a time", "batched combinations"):
+        assert combinations[name]["median_s"] > 0 and len(combinations[name]["seconds"]) == 1, name
+    batched = combinations["batched combinations"]
+    assert batched["ratio"] == pytest.approx(batched["median_s"] / combinations["stock, one prediction"]["median_s"])
+    assert "batched combinations" in table and "prediction, one case" in table
     assert list(report["training"]) == ["nnUNetTrainer", "DSMMTrainer"]
     assert all(len(entry["step_ms"]) == 1 for entry in report["training"].values())
     after = sorted(p.name for p in results.rglob("*")) if results.exists() else []
