@@ -25,7 +25,7 @@ TRAINERS = ["DSMMBaselineTrainer", "DSMMTeacherTrainer", "DSMMPretrainTrainer", 
             "DSMMTrainer",
             "DSMMTrainerNoCTD", "DSMMTrainerFrozenRecovery", "DSMMTrainerAvailableKD", "DSMMTrainerBinaryCode",
             "DSMMTrainerDetachedKD", "DSMMTrainerLowMemory", "DSMMFinetuneDATrainer", "DSMMTrainerNoPGMA",
-            "DSMMTrainerAdaptedKD", "DSMMTrainerSelfKD"]
+            "DSMMTrainerAdaptedKD", "DSMMTrainerSelfKD", "DSMMTrainerUnconditionedHeads"]
 #: stage 2 draws random spatial masks per sample, so one process and two cannot draw the same ones
 RANDOM_PER_SAMPLE = {"DSMMPretrainTrainer", "DSMMPretrainNoDATrainer"}
 
