@@ -35,6 +35,12 @@ TINY_SCHEDULE = {"DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2", "
                  "DSMM_TEXT_ENCODER": "untrained"}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (each file in its own order): pytest-xdist hands out files in this order, so the
+    long trainings start at once and the quick tests fill the workers at the end instead of waiting."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def session_folder(tmp_path_factory, name: str) -> Path:
     """A folder that every process of the test session shares: the run's base temporary folder, or, with
     pytest-xdist, the folder above the workers' own ones."""
