@@ -125,8 +125,8 @@ def run_cli(args: list[str], env: dict[str, str], check: bool = True) -> subproc
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             status = main(args[1:])
-    except SystemExit as exit:  # argparse's usage errors and --help, as the console script exits
-        status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    except SystemExit as usage_exit:  # argparse's usage errors and --help, as the console script exits
+        status = usage_exit.code if isinstance(usage_exit.code, int) else int(usage_exit.code is not None)
     finally:
         os.environ.clear()
         os.environ.update(saved)
