@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from nnunet_dsmm.data.brats import brats_dataset_json
+from nnunet_dsmm.data.brats import BRATS_CHANNELS, brats_dataset_json
+from nnunet_dsmm.evaluation.prediction import code_string
 from nnunet_dsmm.evaluation.reporting import ablation_markdown, difference_heatmap, figure5
 from nnunet_dsmm.evaluation.results import CaseScore, summarise
 from nnunet_dsmm.experiments.ablation import TABLES, evaluated_trainers, selected_tables
@@ -24,8 +25,8 @@ def test_table_3_and_fig_5_are_drawn_from_the_evaluation_of_their_trainers(tmp_p
     test below trains and draws Table 2 and the baselines through the command)."""
     trainers = evaluated_trainers(selected_tables("all"))
     rng = np.random.default_rng(0)
-    scores = [CaseScore(trainer, "", f"c{case}", combination_name(code, ["FLAIR", "T1", "T1ce", "T2"]),
-                        "".join("1" if c else "0" for c in code), region, 0.4 + 0.02 * rank + rng.normal(0, 0.01), 5.0)
+    scores = [CaseScore(trainer, "", f"c{case}", combination_name(code, BRATS_CHANNELS), code_string(code), region,
+                        0.4 + 0.02 * rank + rng.normal(0, 0.01), 5.0)
               for rank, trainer in enumerate(trainers) for case in range(6) for code in all_combinations(4)
               for region in ("whole tumor", "tumor core", "enhancing tumor")]
     result = summarise(scores, brats_dataset_json(6, "X", "regions"))
