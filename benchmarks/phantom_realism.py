@@ -29,7 +29,7 @@ from nnunet_dsmm.evaluation.brats_profile import (
 )
 from nnunet_dsmm.experiments.demo import CONFIGURATION, add_demo_configuration
 from nnunet_dsmm.experiments.executors import train_seed
-from nnunet_dsmm.experiments.experiment import results_root, run_logged, say, trainings_for
+from nnunet_dsmm.experiments.experiment import STUDY_ENVIRONMENT, results_root, run_logged, say, trainings_for
 from nnunet_dsmm.trainers.schedules import SCHEDULES
 
 DATASET_ID = 602
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = os.path.join(out, "logs")
     for path in (*folders.values(), logs):
         os.makedirs(path, exist_ok=True)
-    env = {**os.environ, **folders, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1",
+    env = {**STUDY_ENVIRONMENT, **os.environ, **folders, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "1",
            **SCHEDULES[args.budget].environment()}
     if "DSMM_CLIP_PRETRAINED" not in env:  # offline: an untrained text tower, as the demo
         env.setdefault("DSMM_TEXT_ENCODER", "untrained")

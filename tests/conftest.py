@@ -30,9 +30,10 @@ from nnunet_dsmm.data.synth import SynthConfig, write_synthetic_dataset
 from nnunet_dsmm.trainers.schedules import CPU_THREADS_VARIABLE
 
 BIN = Path(sys.executable).parent
-#: a schedule that trains every stage for one epoch of two iterations (learns nothing; for the command paths)
+#: a schedule that trains every stage for one epoch of two iterations without nnU-Net's final validation
+#: (learns nothing; for the command paths: the end-to-end tests' SMOKE schedule validates)
 TINY_SCHEDULE = {"DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2", "DSMM_NUM_VAL_ITERATIONS_PER_EPOCH": "1",
-                 "DSMM_TEXT_ENCODER": "untrained"}
+                 "DSMM_TEXT_ENCODER": "untrained", "DSMM_FINAL_VALIDATION": "0"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -58,6 +58,7 @@ def staged(planned, tmp_path_factory):
     reference = folder / "imagesTs" / f"{manifest['test_cases'][0]}_0000.nii.gz"
     teacher = train(env, "DSMMTeacherTrainer")
     assert (teacher / "fold_0" / "checkpoint_final.pth").is_file() and (teacher / "fold_0" / "progress.png").is_file()
+    assert (teacher / "fold_0" / "validation" / "summary.json").is_file()  # nnU-Net's final validation, by default
     assert_valid_prediction(predict_absent_t1ce(env, folder, manifest, "DSMMTeacherTrainer",
                                                 tmp_path_factory.mktemp("predict"))[1], reference)
     pretrain = train(env, "DSMMPretrainTrainer")  # finds stage 1 by convention

@@ -19,7 +19,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, load_pickle, save_json
-from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import distributed as dist
@@ -32,22 +31,23 @@ from nnunet_dsmm.nnunet.nnunet_internals import logged_values
 from nnunet_dsmm.trainers.cosine_lr import CosineLRScheduler
 from nnunet_dsmm.trainers.schedules import (
     CPU_THREADS_VARIABLE,
+    FINAL_VALIDATION_VARIABLE,
     SCHEDULE_FILE,
     SCHEDULE_VARIABLES,
     SCHEDULES,
-    ScheduleError,
+    SEED_VARIABLE,
     ScheduleMismatchError,
     Stage,
+    final_validation_from_environment,
     positive_int_from_env,
     schedule_from_environment,
+    seed_from_environment,
 )
 from nnunet_dsmm.trainers.stages import load_earlier_stages
+from nnunet_dsmm.trainers.validation import pseudo_dice_counts
 
 #: prefix of the per-term loss entries in nnU-Net's logger
 TERM_LOG_PREFIX = "train_loss_"
-#: environment variable with an integer that seeds Python's, NumPy's and torch's generators before the
-#: networks are built (independent trainings per seed; nnU-Net's augmentation workers stay unseeded)
-SEED_VARIABLE = "DSMM_SEED"
 
 
 @dataclass(frozen=True)
@@ -99,15 +99,12 @@ class DSMMTrainerBase(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        seed = os.environ.get(SEED_VARIABLE, "")
-        if seed:
-            if not seed.isdigit():
-                raise ScheduleError(f"nnunet-dsmm: environment variable {SEED_VARIABLE}={seed!r} must be an integer")
-            random.seed(int(seed))
-            np.random.seed(int(seed))
-            torch.manual_seed(int(seed))
         #: the seed of this run (``DSMM_SEED``), None when unseeded
-        self.dsmm_seed = int(seed) if seed else None
+        self.dsmm_seed = seed_from_environment()
+        if self.dsmm_seed is not None:
+            random.seed(self.dsmm_seed)
+            np.random.seed(self.dsmm_seed)
+            torch.manual_seed(self.dsmm_seed)
         if os.environ.get(CPU_THREADS_VARIABLE) and self.device.type == "cpu":  # --jobs N shares the cores
             torch.set_num_threads(positive_int_from_env(CPU_THREADS_VARIABLE, 1))
             self.print_to_log_file(f"nnunet-dsmm: torch threads: {torch.get_num_threads()} ({CPU_THREADS_VARIABLE})")
@@ -118,6 +115,8 @@ class DSMMTrainerBase(nnUNetTrainer):
         self.dsmm_schedule = schedule_from_environment({a: getattr(self, a) for a in SCHEDULE_VARIABLES})
         for attribute, value in self.dsmm_schedule.items():
             setattr(self, attribute, value)
+        #: whether nnU-Net's final validation runs after training (``DSMM_FINAL_VALIDATION``)
+        self.final_validation = final_validation_from_environment()
         self.num_modalities = num_channels(dataset_json)
         #: preprocessed case identifier -> (M,) bool channel availability; read from the .pkl files on first use
         self.availability: dict[str, torch.Tensor] = {}
@@ -184,6 +183,13 @@ class DSMMTrainerBase(nnUNetTrainer):
                                f"{SEED_VARIABLE}={self.dsmm_seed}")
         self.print_to_log_file("nnunet-dsmm: loss terms logged per epoch: " +
                                "; ".join(f"{name} = {text}" for name, text in self.loss_terms.items()))
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's final validation, unless ``DSMM_FINAL_VALIDATION=0``."""
+        if self.final_validation:
+            return super().perform_actual_validation(save_probabilities)
+        self.print_to_log_file(f"nnunet-dsmm: nnU-Net's final validation skipped ({FINAL_VALIDATION_VARIABLE}=0); "
+                               f"to run it later, unset it and add --val to the same nnUNetv2_train command")
 
     # ------------------------------------------------------------------ one step
     def available_channels_of(self, keys) -> torch.Tensor:
@@ -253,34 +259,8 @@ class DSMMTrainerBase(nnUNetTrainer):
         with torch.no_grad(), self.autocast():
             terms, segmentation = self.compute_loss(step)
             loss = self.total_loss(terms)
-        return {"loss": loss.detach().cpu().numpy(), **self.pseudo_dice_counts(segmentation, step)}
-
-    def pseudo_dice_counts(self, segmentation, step: StepBatch) -> dict:
-        """tp/fp/fn per foreground class or region of the full-resolution output, as nnU-Net's
-        validation counts them (zeros when the stage segments nothing)."""
-        labels = self.label_manager
-        if segmentation is None:
-            zeros = np.zeros(labels.num_segmentation_heads - (0 if labels.has_regions else 1))
-            return {"tp_hard": zeros, "fp_hard": zeros, "fn_hard": zeros}
-        output = segmentation[0] if isinstance(segmentation, list) else segmentation
-        target = step.full_resolution_target
-        if labels.has_regions:
-            predicted = (torch.sigmoid(output) > 0.5).long()
-        else:
-            predicted = torch.zeros(output.shape, device=output.device, dtype=torch.float16)
-            predicted.scatter_(1, output.argmax(1)[:, None], 1)
-        mask = None
-        if labels.has_ignore_label:
-            if labels.has_regions:
-                mask = ~target[:, -1:] if target.dtype == torch.bool else 1 - target[:, -1:]
-                target = target[:, :-1]
-            else:
-                mask = (target != labels.ignore_label).float()
-                target = torch.where(target == labels.ignore_label, 0, target)
-        tp, fp, fn, _ = get_tp_fp_fn_tn(predicted, target, axes=[0] + list(range(2, output.ndim)), mask=mask)
-        counts = {"tp_hard": tp, "fp_hard": fp, "fn_hard": fn}
-        first = 0 if labels.has_regions else 1  # no background Dice with softmax outputs
-        return {k: v.detach().cpu().numpy()[first:] for k, v in counts.items()}
+        counts = pseudo_dice_counts(self.label_manager, segmentation, step.full_resolution_target)
+        return {"loss": loss.detach().cpu().numpy(), **counts}
 
     # ------------------------------------------------------------------ logging of the terms
     def on_train_epoch_end(self, train_outputs: list[dict]):

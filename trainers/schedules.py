@@ -25,6 +25,12 @@ SCHEDULE_FILE = "dsmm_schedule.json"
 #: torch threads of a CPU training, set when several train at once (nnU-Net's ``-device cpu`` gives each
 #: training every core)
 CPU_THREADS_VARIABLE = "DSMM_CPU_THREADS"
+#: an integer that seeds Python's, NumPy's and torch's generators before the networks are built
+#: (independent trainings per seed; nnU-Net's augmentation workers stay unseeded)
+SEED_VARIABLE = "DSMM_SEED"
+#: 0 skips nnU-Net's final validation after training (1, the default, runs it): ``ablate`` and ``demo``
+#: set 0 unless it is set, as they evaluate on their test cases and never read nnU-Net's validation
+FINAL_VALIDATION_VARIABLE = "DSMM_FINAL_VALIDATION"
 
 
 class ScheduleError(DSMMError, ValueError):
@@ -96,3 +102,19 @@ def schedule_from_environment(defaults: dict[str, int]) -> dict[str, int]:
     value in ``defaults``; a ``ScheduleError`` when a variable is not a positive integer."""
     return {attribute: positive_int_from_env(variable, defaults[attribute])
             for attribute, variable in SCHEDULE_VARIABLES.items()}
+
+
+def seed_from_environment() -> int | None:
+    """``DSMM_SEED`` as an integer, None when unset; else a ``ScheduleError``."""
+    seed = os.environ.get(SEED_VARIABLE, "")
+    if seed and not seed.isdigit():
+        raise ScheduleError(f"nnunet-dsmm: environment variable {SEED_VARIABLE}={seed!r} must be an integer")
+    return int(seed) if seed else None
+
+
+def final_validation_from_environment() -> bool:
+    """Whether nnU-Net's final validation runs (``DSMM_FINAL_VALIDATION``: 1, the default, or 0)."""
+    value = os.environ.get(FINAL_VALIDATION_VARIABLE, "1")
+    if value not in ("0", "1"):
+        raise ScheduleError(f"nnunet-dsmm: environment variable {FINAL_VALIDATION_VARIABLE}={value!r} must be 0 or 1")
+    return value == "1"

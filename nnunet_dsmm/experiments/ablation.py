@@ -29,7 +29,7 @@ from nnunet_dsmm.evaluation.results import EvaluationResult
 from nnunet_dsmm.evaluation.tables import AblationRow, AblationTable
 from nnunet_dsmm.experiments.executors import dry_run as dry_run_lines
 from nnunet_dsmm.experiments.executors import run_plan
-from nnunet_dsmm.experiments.experiment import results_root, say, trainings_for
+from nnunet_dsmm.experiments.experiment import STUDY_ENVIRONMENT, results_root, say, trainings_for
 from nnunet_dsmm.experiments.plan import build_plan, seed_log
 from nnunet_dsmm.experiments.request import AblationRequest
 from nnunet_dsmm.trainers.schedules import SCHEDULES
@@ -154,7 +154,7 @@ def run_ablation(request: AblationRequest, report: Callable[[str], None] = say) 
     folds_note = f"fold {fold}" if len(folds) == 1 else f"ensemble of folds {', '.join(map(str, folds))}"
     report(f"ablate: {len(trainings)} trainings per seed and fold ({', '.join(t.trainer for t in trainings)}), "
            f"{seeds} seed(s), fold(s) {' '.join(map(str, folds))}, schedule {budget} {asdict(schedule)}")
-    env = {**os.environ, **schedule.environment()}
+    env = {**STUDY_ENVIRONMENT, **os.environ, **schedule.environment()}
     plan = build_plan(trainings, name, configuration, plans, folds, {k: results_root(out_dir, k) for k in range(seeds)},
                       env, seed_log(os.path.join(out_dir, "logs")))
     slurm_folder = os.path.join(out_dir, "slurm")

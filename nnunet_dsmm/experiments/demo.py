@@ -27,7 +27,7 @@ from nnunet_dsmm.evaluation import results
 from nnunet_dsmm.evaluation.evaluate import seed_label
 from nnunet_dsmm.evaluation.reporting import draw_case, draw_overlays, summary_markdown
 from nnunet_dsmm.experiments.executors import train_seed
-from nnunet_dsmm.experiments.experiment import results_root, run_logged, say, trainings_for
+from nnunet_dsmm.experiments.experiment import STUDY_ENVIRONMENT, results_root, run_logged, say, trainings_for
 from nnunet_dsmm.experiments.request import DemoRequest
 from nnunet_dsmm.model.modalities import all_combinations, channel_names, combination_name
 from nnunet_dsmm.trainers.schedules import SCHEDULES, Schedule
@@ -134,7 +134,7 @@ def run_demo(request: DemoRequest) -> dict:
         os.makedirs(path, exist_ok=True)
     with open(os.path.join(out_dir, STATE_FILE), "w") as f:
         json.dump(state, f, indent=2)
-    env = {**os.environ, **folders, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": os.environ.get(
+    env = {**STUDY_ENVIRONMENT, **os.environ, **folders, "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": os.environ.get(
         "nnUNet_n_proc_DA", "1" if device == "cpu" else "8"), **budget.schedule.environment()}
     if "DSMM_TEXT_ENCODER" not in os.environ and "DSMM_CLIP_PRETRAINED" not in os.environ:
         env["DSMM_TEXT_ENCODER"] = "untrained"

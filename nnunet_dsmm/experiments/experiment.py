@@ -20,10 +20,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nnunet_dsmm.errors import DSMMError
-from nnunet_dsmm.trainers.schedules import SCHEDULE_FILE, SCHEDULE_VARIABLES, SCHEDULES, Schedule
+from nnunet_dsmm.trainers.schedules import (
+    FINAL_VALIDATION_VARIABLE,
+    SCHEDULE_FILE,
+    SCHEDULE_VARIABLES,
+    SCHEDULES,
+    Schedule,
+)
 
 #: progress lines of nnU-Net's training log that are shown while a training runs
 PROGRESS_MARKERS = ("Epoch ", "Pseudo dice", "Mean Validation")
+#: the defaults of a study's trainings (``ablate``, ``demo``), below the user's environment: no nnU-Net final
+#: validation, as a study evaluates every model on its test cases under each channel combination instead
+STUDY_ENVIRONMENT = {FINAL_VALIDATION_VARIABLE: "0"}
 
 
 class ExperimentError(DSMMError, RuntimeError):

@@ -48,6 +48,10 @@ def test_train_runs_every_stage_in_order_then_keeps_them(tiny_planned, tmp_path)
         trained.index(f"{t}: training 1 epochs") for t in CHAIN)
     for trainer in CHAIN:
         assert (fold(env, trainer) / "checkpoint_final.pth").is_file(), trainer
+    # DSMM_FINAL_VALIDATION=0 (TINY_SCHEDULE): nnU-Net's final validation skipped, and the log says so
+    teacher_log = next(fold(env, "DSMMTeacherTrainer").glob("training_log_*.txt")).read_text()
+    assert "final validation skipped (DSMM_FINAL_VALIDATION=0)" in teacher_log
+    assert not (fold(env, "DSMMTeacherTrainer") / "validation").exists()
     logs = {t: sorted(fold(env, t).glob("training_log_*.txt")) for t in CHAIN}
 
     again = run_cmd(command(), env).stdout

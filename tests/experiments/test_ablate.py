@@ -67,6 +67,8 @@ def test_ablate_trains_every_row_by_convention_writes_the_tables_and_resumes(pla
     mask_rec_log = next((models / "DSMMFinetuneMaskRecTrainer__DSMMPlans__3d_fullres" / "fold_0").glob(
         "training_log_*.txt")).read_text()
     assert "DSMMPretrainNoDATrainer" in mask_rec_log and "loaded from" in mask_rec_log
+    # the study evaluates on the test cases: nnU-Net's final validation is skipped, and each log says so
+    assert "final validation skipped" in mask_rec_log and not any(models.glob("*/fold_0/validation"))
     document = (out / "ablation.md").read_text()
     assert "**Table 2" in document and "**Baselines" in document and "**Table 3" not in document
     table2 = document.split("**Table 2")[1].split("**Baselines")[0]

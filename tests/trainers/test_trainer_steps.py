@@ -121,3 +121,13 @@ def test_dsmm_seed_makes_the_initial_weights_of_a_training_reproducible(tmp_path
         weights[run] = build_trainer("DSMMTeacherTrainer", tmp_path / run).network.state_dict()
     assert all(torch.equal(v, weights["b"][k]) for k, v in weights["a"].items())
     assert not all(torch.equal(v, weights["c"][k]) for k, v in weights["a"].items())
+
+
+@pytest.mark.parametrize("variable, value, rule", [("DSMM_FINAL_VALIDATION", "yes", "must be 0 or 1"),
+                                                   ("DSMM_SEED", "-3", "must be an integer")])
+def test_a_bad_run_variable_is_refused_before_anything_trains(variable, value, rule, tmp_path, monkeypatch):
+    from nnunet_dsmm.trainers.schedules import ScheduleError
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ScheduleError, match=f"{variable}={value!r} {rule}"):
+        build_trainer("DSMMTeacherTrainer", tmp_path)
