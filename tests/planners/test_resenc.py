@@ -18,7 +18,8 @@ PLANS = "DSMMResEncUNetMPlans"
 def test_resenc_m_preset_plans_trains_three_stages_and_predicts_an_absent_channel(tmp_path):
     folder, manifest = make_dataset(tmp_path, DATASET_ID, num_train=5, num_test=1, fm_ratio=0.2,
                                     missing_as="mixed")
-    env = nnunet_env(tmp_path, **{**SMOKE, "DSMM_NUM_EPOCHS": "1"})
+    # no final validation: the residual-encoder model predicts below with the stock nnUNetv2_predict
+    env = nnunet_env(tmp_path, **{**SMOKE, "DSMM_NUM_EPOCHS": "1", "DSMM_FINAL_VALIDATION": "0"})
     run_cmd(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-fpe", "DSMMFingerprintExtractor",
              "-pl", "DSMMPlannerResEncM", "-c", "3d_fullres", "-np", "1", "-npfp", "1", "--no_pbar"], env)
     pre = tmp_path / "preprocessed" / f"Dataset{DATASET_ID}_Synth"
