@@ -36,10 +36,20 @@ TINY_SCHEDULE = {"DSMM_NUM_EPOCHS": "1", "DSMM_NUM_ITERATIONS_PER_EPOCH": "2", "
                  "DSMM_TEXT_ENCODER": "untrained", "DSMM_FINAL_VALIDATION": "0"}
 
 
+#: the files of the longest trainings, longest first: with pytest-xdist (a file stays on one worker) they start
+#: on different workers at once, so that no worker starts one of them when the others are almost done
+LONGEST_FIRST = ("tests/experiments/test_ablate.py", "tests/experiments/test_demo.py", "tests/test_end_to_end.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first (each file in its own order): pytest-xdist hands out files in this order, so the
-    long trainings start at once and the quick tests fill the workers at the end instead of waiting."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """``LONGEST_FIRST``, then the other slow tests (each file in its own order): pytest-xdist hands out files in
+    this order, so the long trainings start at once and the quick tests fill the workers at the end."""
+    def order(item: pytest.Item) -> tuple[int, int]:
+        path = item.path.relative_to(item.config.rootpath).as_posix()
+        rank = LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+        return item.get_closest_marker("slow") is None, rank
+
+    items.sort(key=order)
 
 
 def session_folder(tmp_path_factory, name: str) -> Path:
