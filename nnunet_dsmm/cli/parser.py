@@ -20,6 +20,7 @@ from nnunet_dsmm.cli.training import BUDGET_HELP, BUDGETS, add_executor_options,
 from nnunet_dsmm.data.raw_writer import MISSING_AS
 from nnunet_dsmm.experiments.ablation import TABLES
 from nnunet_dsmm.nnunet.locations import fold_name
+from nnunet_dsmm.trainers.schedules import FINAL_VALIDATION_VARIABLE
 
 #: nnUNetv2_train's and nnUNetv2_predict's -device choices; nnU-Net's default is cuda
 DEVICES = ("cuda", "cpu", "mps")
@@ -167,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.set_defaults(func=_cmd_recover)
 
     demo = command("demo", help="the whole method on a synthetic dataset, end to end (about 15 minutes with "
-                                "-device cpu)")
+                                "-device cpu)",
+                   description=f"The trainings skip nnU-Net's final validation, as the demo evaluates every model on "
+                               f"its test cases; {FINAL_VALIDATION_VARIABLE}=1 keeps it.")
     demo.add_argument("-o", "--output", default="dsmm_demo", metavar="OUTPUT_FOLDER",
                       help="a new folder, or that of an earlier demo run with the same settings to resume it "
                            "(default ./dsmm_demo)")
@@ -185,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     ablate = command("ablate", help="train and evaluate the paper's ablation rows (Tables 2-3, Fig. 5) with "
-                                           "the stock commands and write the tables")
+                                           "the stock commands and write the tables",
+                     description=f"The trainings skip nnU-Net's final validation, as the tables evaluate every model "
+                                 f"on the test cases; {FINAL_VALIDATION_VARIABLE}=1 keeps it.")
     ablate.add_argument("-d", required=True, metavar="DATASET",
                         help="dataset ID or name (planned and preprocessed with DSMMPlanner)")
     ablate.add_argument("-c", required=True, metavar="CONFIGURATION", help="configuration, e.g. 3d_fullres")
