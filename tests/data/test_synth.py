@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_dsmm.data.synth import SynthConfig, SynthError, synth_case, write_synthetic_dataset
+from nnunet_dsmm.data.synth import (
+    OEDEMA_SHIFT,
+    TISSUE_INTENSITY,
+    SynthConfig,
+    SynthError,
+    synth_case,
+    write_synthetic_dataset,
+)
 from tests.conftest import run_cmd
 
 CHANNELS = ("FLAIR", "T1", "T1ce", "T2")
@@ -94,6 +102,20 @@ def test_channels_follow_mr_physics(seed):
     # oedema shows in FLAIR and T2 against the white matter it lies in
     assert mean(flair, "oedema") > 1.4 * mean(flair, "white") and mean(t2, "oedema") > 1.4 * mean(t2, "white")
     assert mean(flair, "oedema") > 1.15 * mean(flair, "grey")
+
+
+def test_the_documented_contrast_table_is_the_generators():
+    """docs/explanation/phantom.md lists every tissue's mean intensities and the oedema's shift per channel."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "explanation" / "phantom.md").read_text()
+    names = {"white matter": "white", "grey matter": "grey", "CSF": "csf", "non-enhancing tumour": "non-enhancing",
+             "enhancing tumour": "enhancing", "necrosis": "necrosis",
+             "oedema (added to the tissue it lies in)": "oedema"}
+    documented = {}
+    for line in text.split("## Contrast")[1].split("\n## ")[0].splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[0] in names:
+            documented[names[cells[0]]] = tuple(float(c.split()[0].strip("*").replace("−", "-")) for c in cells[1:])
+    assert documented == {**TISSUE_INTENSITY, "oedema": OEDEMA_SHIFT}
 
 
 def test_tumour_regions_are_not_shells_of_one_outline():
