@@ -52,6 +52,10 @@ def test_train_runs_every_stage_in_order_then_keeps_them(tiny_planned, tmp_path)
     teacher_log = next(fold(env, "DSMMTeacherTrainer").glob("training_log_*.txt")).read_text()
     assert "final validation skipped (DSMM_FINAL_VALIDATION=0)" in teacher_log
     assert not (fold(env, "DSMMTeacherTrainer") / "validation").exists()
+    # ... and runs later, as the log says: the same nnUNetv2_train command with --val, the variable unset
+    run_cmd(["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-p", "DSMMPlans", "-tr", "DSMMTeacherTrainer",
+             "-device", "cpu", "--val"], {k: v for k, v in env.items() if k != "DSMM_FINAL_VALIDATION"})
+    assert (fold(env, "DSMMTeacherTrainer") / "validation" / "summary.json").is_file()
     logs = {t: sorted(fold(env, t).glob("training_log_*.txt")) for t in CHAIN}
 
     again = run_cmd(command(), env).stdout
