@@ -8,8 +8,11 @@ mixed from the tissue fractions in the physical order (T1: WM > GM > CSF; T2: CS
 is T2 with CSF suppressed; T1ce is T1 plus enhancement), with per-case jitter of the tissue means,
 scanner sites with their own contrast curves, a bias field shared by the channels and Rician noise.
 Tumour: a lumpy core (non-enhancing tumour, an enhancing rim of irregular thickness with gaps,
-necrosis in most cases) and oedema that spreads along the white matter. Enhancing tumour differs
-from the rest of the core in T1ce alone; oedema shows in FLAIR and T2; T1 is the least informative
+necrosis in most cases) that infiltrates the tissue under it and carries the oedema's water, and
+oedema as a blob of its own, off the core's centre and of a reach independent of the core's size,
+that spreads along the white matter. So outside T1ce the core looks like the oedema around it and the
+whole tumour's outline does not give the core's: enhancing tumour and the core's boundary show in
+T1ce, necrosis faintly in T1 and T2; oedema shows in FLAIR and T2; T1 is the least informative
 channel. Labels use nnU-Net's BraTS convention (1 oedema, 2 necrosis / non-enhancing core,
 3 enhancing) with regions WT/TC/ET, or (``labels="plain"``) the same values as three classes.
 """
@@ -45,14 +48,16 @@ TISSUE_INTENSITY = {
     "white": (0.45, 0.80, 0.80, 0.40),
     "grey": (0.55, 0.55, 0.56, 0.60),
     "csf": (0.08, 0.18, 0.18, 1.00),
-    # solid tumour: enhancing and non-enhancing tumour look alike except in T1ce
-    "non-enhancing": (0.82, 0.56, 0.58, 0.70),
-    "enhancing": (0.82, 0.56, 1.60, 0.70),
-    "necrosis": (0.56, 0.30, 0.31, 0.82),
 }
 T1CE = 2
-#: what oedema (vasogenic water) adds to the tissue it lies in: brighter FLAIR and T2, darker T1
-OEDEMA_SHIFT = (0.60, -0.20, -0.20, 0.45)
+#: what each tumour compartment adds to the tissue it infiltrates: oedema (vasogenic water, also
+#: carried by the solid tumour) brighter FLAIR and T2, darker T1; necrosis a little darker T1 and
+#: brighter T2 and no contrast uptake; enhancement brightens T1ce alone
+TUMOUR_SHIFT = {
+    "oedema": (0.60, -0.20, -0.20, 0.45),
+    "necrosis": (0.0, -0.05, -0.25, 0.08),
+    "enhancing": (0.0, 0.0, 0.90, 0.0),
+}
 
 
 class SynthError(DSMMError, ValueError):
@@ -173,7 +178,7 @@ def _subject_coordinates(rng: np.random.Generator, shape: tuple[int, int, int], 
 def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.ndarray,
             white: np.ndarray, csf: np.ndarray, brain: np.ndarray) -> dict[str, np.ndarray]:
     """Masks of the tumour's compartments: necrosis, non-enhancing and enhancing tumour (the core) and
-    oedema, plus the oedema's strength (1 next to the core, fading outwards)."""
+    oedema, plus the oedema's strength (1 near the oedema's own centre, fading outwards)."""
     side = min(shape)
     grid = np.indices(shape, dtype=np.float32) - centre[:, None, None, None]
     axes = rng.uniform(0.8, 1.25, 3)
@@ -189,10 +194,17 @@ def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.nd
     if rng.uniform() < 0.75:
         inner = distance / (1 + 0.25 * _smooth_field(rng, shape, 6))
         necrosis = core & (inner < core_radius * rng.uniform(0.4, 0.65)) & ~enhancing
-    # oedema spreads along white matter, hardly into grey matter, never into the ventricles
-    reach = core_radius * rng.uniform(0.5, 1.1) * (0.25 + white + 0.15 * _smooth_field(rng, shape, 8))
-    oedema = (lumpy < core_radius + np.clip(reach, 0, None)) & brain & ~core & (csf < 0.5)
-    strength = np.clip(1.2 - (lumpy - core_radius) / (reach.clip(1e-3) + 1e-3), 0.5, 1.0) * oedema
+    # oedema: its own lumpy blob, centred off the core and of a reach independent of the core's size;
+    # it spreads along white matter, hardly into grey matter, never into the ventricles
+    direction = rng.standard_normal(3)
+    oedema_centre = core_radius * rng.uniform(0.0, 0.9) * direction / np.linalg.norm(direction)
+    oedema_axes = rng.uniform(0.7, 1.4, 3)
+    oedema_distance = np.sqrt(sum(((grid[i] - oedema_centre[i]) / oedema_axes[i]) ** 2 for i in range(3)))
+    oedema_lumpy = oedema_distance / (1 + 0.3 * _smooth_field(rng, shape, 6))
+    reach = core_radius * rng.uniform(0.2, 1.6) * (0.25 + white + 0.15 * _smooth_field(rng, shape, 8))
+    oedema = (oedema_lumpy < core_radius + np.clip(reach, 0, None)) & brain & ~core & (csf < 0.5)
+    fading = np.clip(1.2 - (oedema_lumpy - core_radius) / (reach.clip(1e-3) + 1e-3), 0.5, 1.0)
+    strength = np.where(core, np.maximum(fading, 0.7), fading * oedema)
     return {"necrosis": necrosis, "enhancing": enhancing, "non-enhancing": core & ~enhancing & ~necrosis,
             "oedema": oedema, "oedema_strength": strength.astype(np.float32)}
 
@@ -222,7 +234,6 @@ def synth_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> Phantom
                         for m in (anatomy.grey, anatomy.white, anatomy.csf))
     brain = (grey + white + csf) > 0.5
     tumour = _tumour(rng, shape, centre, white, csf, brain)
-    core = tumour["necrosis"] | tumour["enhancing"] | tumour["non-enhancing"]
     labels = np.zeros(shape, dtype=np.uint8)
     labels[tumour["oedema"]] = 1
     labels[tumour["necrosis"] | tumour["non-enhancing"]] = 2
@@ -232,16 +243,13 @@ def synth_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> Phantom
     site_gamma = site.uniform(0.8, 1.25, 4)
     bias = np.exp(0.1 * _smooth_field(rng, shape, 4))  # one coil: shared by the channels
     texture = _smooth_field(rng, shape, max(4, min(shape) // 3))
-    healthy = np.where(core, 0, 1).astype(np.float32)
     images = np.zeros((4, *shape), dtype=np.float32)
     for c in range(4):
         jitter = {name: values[c] * rng.normal(1, 0.05) for name, values in TISSUE_INTENSITY.items()}
-        if c != T1CE:  # enhancing and non-enhancing tumour differ in T1ce alone
-            jitter["enhancing"] = jitter["non-enhancing"]
-        tissue = healthy * (grey * jitter["grey"] + white * jitter["white"] + csf * jitter["csf"])
-        tissue += OEDEMA_SHIFT[c] * rng.normal(1, 0.1) * tumour["oedema_strength"]
-        for name in ("necrosis", "enhancing", "non-enhancing"):
-            tissue += tumour[name] * jitter[name]
+        tissue = grey * jitter["grey"] + white * jitter["white"] + csf * jitter["csf"]
+        tissue += TUMOUR_SHIFT["oedema"][c] * rng.normal(1, 0.1) * tumour["oedema_strength"]
+        for name in ("necrosis", "enhancing"):
+            tissue += tumour[name] * TUMOUR_SHIFT[name][c] * rng.normal(1, 0.1)
         tissue = np.clip(tissue, 0.01, None) ** site_gamma[c]
         signal = tissue * (1 + 0.04 * texture) * bias * np.exp(0.04 * _smooth_field(rng, shape, 3))
         sigma = rng.uniform(0.02, 0.04)
