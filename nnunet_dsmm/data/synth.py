@@ -49,7 +49,6 @@ TISSUE_INTENSITY = {
     "grey": (0.55, 0.55, 0.56, 0.60),
     "csf": (0.08, 0.18, 0.18, 1.00),
 }
-T1CE = 2
 #: what each tumour compartment adds to the tissue it infiltrates: oedema (vasogenic water, also
 #: carried by the solid tumour) brighter FLAIR and T2, darker T1; necrosis a little darker T1 and
 #: brighter T2 and no contrast uptake; enhancement brightens T1ce alone
