@@ -174,6 +174,11 @@ def _subject_coordinates(rng: np.random.Generator, shape: tuple[int, int, int], 
     return (matrix @ flat + (middle - shift)[:, None]).reshape(3, *shape).astype(np.float32)
 
 
+def _ellipsoid_distance(grid: np.ndarray, centre: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """Each voxel's distance from ``centre`` with every axis scaled by ``axes`` (grid: (3, *shape))."""
+    return np.sqrt(sum(((grid[i] - centre[i]) / axes[i]) ** 2 for i in range(3)))
+
+
 def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.ndarray,
             white: np.ndarray, csf: np.ndarray, brain: np.ndarray) -> dict[str, np.ndarray]:
     """Masks of the tumour's compartments: necrosis, non-enhancing and enhancing tumour (the core) and
@@ -181,7 +186,7 @@ def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.nd
     side = min(shape)
     grid = np.indices(shape, dtype=np.float32) - centre[:, None, None, None]
     axes = rng.uniform(0.8, 1.25, 3)
-    distance = np.sqrt(sum((grid[i] / axes[i]) ** 2 for i in range(3)))
+    distance = _ellipsoid_distance(grid, np.zeros(3), axes)
     lumpy = distance / (1 + 0.22 * _smooth_field(rng, shape, 6))
     core_radius = rng.uniform(0.11, 0.16) * side
     core = (lumpy < core_radius) & brain
@@ -198,7 +203,7 @@ def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], centre: np.nd
     direction = rng.standard_normal(3)
     oedema_centre = core_radius * rng.uniform(0.0, 0.9) * direction / np.linalg.norm(direction)
     oedema_axes = rng.uniform(0.7, 1.4, 3)
-    oedema_distance = np.sqrt(sum(((grid[i] - oedema_centre[i]) / oedema_axes[i]) ** 2 for i in range(3)))
+    oedema_distance = _ellipsoid_distance(grid, oedema_centre, oedema_axes)
     oedema_lumpy = oedema_distance / (1 + 0.3 * _smooth_field(rng, shape, 6))
     reach = core_radius * rng.uniform(0.2, 1.6) * (0.25 + white + 0.15 * _smooth_field(rng, shape, 8))
     oedema = (oedema_lumpy < core_radius + np.clip(reach, 0, None)) & brain & ~core & (csf < 0.5)
